@@ -1,0 +1,463 @@
+//! Configuration: TOML file, `TAGSYNC_*` environment variables, flags.
+//!
+//! Precedence is flag > environment > file > built-in default. The file is
+//! read into [`ConfigFile`] (unknown keys are errors, so a typo never falls
+//! back to a default silently), environment overrides are applied to it, and
+//! [`ConfigFile::validate`] turns it into [`Settings`], the only form the rest
+//! of tagsync sees. Every error names the key and says what is accepted.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::feed::Cloud;
+use crate::tags::TagSelection;
+
+/// Where the feed comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceKind {
+    /// Find this week's file on Microsoft's download center.
+    #[default]
+    DownloadCenter,
+    /// A pinned URL.
+    Url,
+    /// A local file.
+    File,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::DownloadCenter => "download-center",
+            SourceKind::Url => "url",
+            SourceKind::File => "file",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "download-center" => Some(Self::DownloadCenter),
+            "url" => Some(Self::Url),
+            "file" => Some(Self::File),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    pub feed: FeedSection,
+    pub tags: TagsSection,
+    pub database: DatabaseSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSection {
+    pub source: SourceKind,
+    pub cloud: Cloud,
+    pub url: Option<String>,
+    pub file: Option<PathBuf>,
+    pub max_bytes: ByteSize,
+    pub connect_timeout: HumanDuration,
+    pub timeout: HumanDuration,
+    pub retries: u32,
+    pub retry_backoff: HumanDuration,
+    /// Base of the download center pages (`details.aspx`); tests and
+    /// mirrors point it elsewhere.
+    pub landing_base: String,
+    /// Base of the file downloads; a link found on the page must be on it.
+    pub download_base: String,
+}
+
+impl Default for FeedSection {
+    fn default() -> Self {
+        Self {
+            source: SourceKind::DownloadCenter,
+            cloud: Cloud::Public,
+            url: None,
+            file: None,
+            max_bytes: ByteSize(64 * 1024 * 1024),
+            connect_timeout: HumanDuration(Duration::from_secs(10)),
+            timeout: HumanDuration(Duration::from_secs(60)),
+            retries: 3,
+            retry_backoff: HumanDuration(Duration::from_secs(1)),
+            landing_base: "https://www.microsoft.com".into(),
+            download_base: "https://download.microsoft.com".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TagsSection {
+    pub select: Vec<String>,
+    pub regions: Vec<String>,
+}
+
+impl Default for TagsSection {
+    fn default() -> Self {
+        Self {
+            select: vec!["AzureDigitalTwins".into()],
+            regions: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSection {
+    pub path: PathBuf,
+    pub retention: Option<HumanDuration>,
+    pub lock_timeout: HumanDuration,
+}
+
+impl Default for DatabaseSection {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("tagsync.db"),
+            retention: None,
+            lock_timeout: HumanDuration(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// A duration written as `"30s"`, `"5m"`, `"2y"` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_duration(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<HumanDuration, String> {
+    humantime::parse_duration(s.trim())
+        .map(HumanDuration)
+        .map_err(|e| format!("`{s}` is not a duration ({e}); write e.g. \"30s\", \"10m\", \"2y\""))
+}
+
+/// A byte count written as a number or `"64MiB"` (B, KiB, MiB, GiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_bytes(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+fn parse_bytes(s: &str) -> Result<ByteSize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(format!("`{s}` is not a size; write bytes or e.g. \"64MiB\" (B, KiB, MiB, GiB)")),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .map(ByteSize)
+        .ok_or_else(|| format!("`{s}` is not a size; write bytes or e.g. \"64MiB\""))
+}
+
+/// A configuration error: what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// The environment variables tagsync reads, with the setting each sets.
+/// The README's table is checked against this list by a test.
+pub const ENV_VARS: &[(&str, &str)] = &[
+    ("TAGSYNC_CONFIG", "--config: path of the TOML configuration file"),
+    ("TAGSYNC_DB", "--db / [database] path"),
+    ("TAGSYNC_OUTPUT", "--output: human or json"),
+    ("TAGSYNC_LOG_FORMAT", "--log-format: human or json"),
+    ("TAGSYNC_FEED_SOURCE", "[feed] source"),
+    ("TAGSYNC_FEED_CLOUD", "[feed] cloud"),
+    ("TAGSYNC_FEED_URL", "[feed] url"),
+    ("TAGSYNC_FEED_FILE", "[feed] file"),
+    ("TAGSYNC_FEED_MAX_BYTES", "[feed] max_bytes"),
+    ("TAGSYNC_FEED_TIMEOUT", "[feed] timeout"),
+    ("TAGSYNC_TAGS_SELECT", "[tags] select, comma-separated"),
+    ("TAGSYNC_TAGS_REGIONS", "[tags] regions, comma-separated"),
+    ("TAGSYNC_DATABASE_RETENTION", "[database] retention"),
+];
+
+impl ConfigFile {
+    /// Reads a config file. Unknown keys, wrong types and bad values are
+    /// errors naming the file, line and key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(format!(
+                "cannot read config file {}: {e}; pass an existing file with --config or TAGSYNC_CONFIG",
+                path.display()
+            ))
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(format!("config file {origin}: {e}")))
+    }
+
+    /// Applies `TAGSYNC_*` variables (see [`ENV_VARS`]) from `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let bad = |var: &str, why: String| ConfigError(format!("environment variable {var}: {why}"));
+        if let Some(v) = get("TAGSYNC_FEED_SOURCE") {
+            self.feed.source = SourceKind::parse(v.trim()).ok_or_else(|| {
+                bad(
+                    "TAGSYNC_FEED_SOURCE",
+                    format!("`{v}` is not a source; use download-center, url or file"),
+                )
+            })?;
+        }
+        if let Some(v) = get("TAGSYNC_FEED_CLOUD") {
+            self.feed.cloud = match v.trim() {
+                "public" => Cloud::Public,
+                "usgov" => Cloud::Usgov,
+                "china" => Cloud::China,
+                _ => {
+                    return Err(bad(
+                        "TAGSYNC_FEED_CLOUD",
+                        format!("`{v}` is not a cloud; use public, usgov or china"),
+                    ));
+                }
+            };
+        }
+        if let Some(v) = get("TAGSYNC_FEED_URL") {
+            self.feed.url = Some(v);
+        }
+        if let Some(v) = get("TAGSYNC_FEED_FILE") {
+            self.feed.file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("TAGSYNC_FEED_MAX_BYTES") {
+            self.feed.max_bytes = parse_bytes(&v).map_err(|e| bad("TAGSYNC_FEED_MAX_BYTES", e))?;
+        }
+        if let Some(v) = get("TAGSYNC_FEED_TIMEOUT") {
+            self.feed.timeout = parse_duration(&v).map_err(|e| bad("TAGSYNC_FEED_TIMEOUT", e))?;
+        }
+        if let Some(v) = get("TAGSYNC_TAGS_SELECT") {
+            self.tags.select = split_list(&v);
+        }
+        if let Some(v) = get("TAGSYNC_TAGS_REGIONS") {
+            self.tags.regions = split_list(&v);
+        }
+        if let Some(v) = get("TAGSYNC_DATABASE_RETENTION") {
+            self.database.retention =
+                Some(parse_duration(&v).map_err(|e| bad("TAGSYNC_DATABASE_RETENTION", e))?);
+        }
+        Ok(())
+    }
+
+    /// Checks every value and builds the settings the program runs on.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let feed = self.feed;
+        let source = match feed.source {
+            SourceKind::DownloadCenter => {
+                check_base_url("[feed] landing_base", &feed.landing_base)?;
+                check_base_url("[feed] download_base", &feed.download_base)?;
+                SourceSpec::DownloadCenter {
+                    landing_base: feed.landing_base.trim_end_matches('/').to_owned(),
+                    download_base: feed.download_base.trim_end_matches('/').to_owned(),
+                }
+            }
+            SourceKind::Url => {
+                let url = feed.url.ok_or_else(|| {
+                    ConfigError("[feed] source = \"url\" needs [feed] url (or TAGSYNC_FEED_URL)".into())
+                })?;
+                check_base_url("[feed] url", &url)?;
+                SourceSpec::Url(url)
+            }
+            SourceKind::File => SourceSpec::File(feed.file.ok_or_else(|| {
+                ConfigError("[feed] source = \"file\" needs [feed] file (or TAGSYNC_FEED_FILE)".into())
+            })?),
+        };
+        if feed.max_bytes.0 == 0 {
+            return Err(ConfigError("[feed] max_bytes must be greater than 0".into()));
+        }
+        if feed.timeout.0.is_zero() || feed.connect_timeout.0.is_zero() {
+            return Err(ConfigError(
+                "[feed] timeout and connect_timeout must be greater than 0".into(),
+            ));
+        }
+        if feed.retries > 10 {
+            return Err(ConfigError(format!(
+                "[feed] retries = {} is too many; use 0 to 10",
+                feed.retries
+            )));
+        }
+        let select = self.tags.select;
+        if select.is_empty() {
+            return Err(ConfigError(
+                "[tags] select is empty: name at least one service tag, e.g. [\"AzureDigitalTwins\"]".into(),
+            ));
+        }
+        for name in select.iter().chain(&self.tags.regions) {
+            if name.trim().is_empty() || name.chars().any(char::is_whitespace) {
+                return Err(ConfigError(format!(
+                    "[tags]: `{name}` is not a tag or region name (empty or contains spaces)"
+                )));
+            }
+        }
+        if let Some(r) = self.database.retention {
+            if r.0 < Duration::from_secs(24 * 3600) {
+                return Err(ConfigError(format!(
+                    "[database] retention of {} is shorter than a day; use e.g. \"2y\" or remove it to keep everything",
+                    humantime::format_duration(r.0)
+                )));
+            }
+        }
+        Ok(Settings {
+            source,
+            cloud: feed.cloud,
+            http: HttpSettings {
+                connect_timeout: feed.connect_timeout.0,
+                timeout: feed.timeout.0,
+                retries: feed.retries,
+                retry_backoff: feed.retry_backoff.0,
+                max_bytes: feed.max_bytes.0,
+            },
+            selection: TagSelection::new(select, self.tags.regions),
+            db_path: self.database.path,
+            retention: self.database.retention.map(|d| d.0),
+            lock_timeout: self.database.lock_timeout.0,
+        })
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn check_base_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    crate::http::check_url_allowed(url)
+        .map(drop)
+        .map_err(|why| ConfigError(format!("{key}: {why}")))
+}
+
+/// The validated feed source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    DownloadCenter {
+        landing_base: String,
+        download_base: String,
+    },
+    Url(String),
+    File(PathBuf),
+}
+
+impl SourceSpec {
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            SourceSpec::DownloadCenter { .. } => SourceKind::DownloadCenter,
+            SourceSpec::Url(_) => SourceKind::Url,
+            SourceSpec::File(_) => SourceKind::File,
+        }
+    }
+}
+
+/// HTTP behaviour for feed downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub max_bytes: u64,
+}
+
+/// Validated settings: the only configuration the program runs on.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: SourceSpec,
+    pub cloud: Cloud,
+    pub http: HttpSettings,
+    pub selection: TagSelection,
+    pub db_path: PathBuf,
+    pub retention: Option<Duration>,
+    pub lock_timeout: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        let s = ConfigFile::default().validate().expect("defaults are valid");
+        assert_eq!(s.selection.tags, vec!["AzureDigitalTwins".to_string()]);
+        assert_eq!(s.db_path, PathBuf::from("tagsync.db"));
+        assert_eq!(s.http.max_bytes, 64 << 20);
+        assert!(matches!(s.source, SourceSpec::DownloadCenter { .. }));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = ConfigFile::parse("[feed]\nsorce = \"url\"\n", "t.toml").unwrap_err();
+        assert!(err.0.contains("sorce"), "{err}");
+        assert!(err.0.contains("t.toml"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = ConfigFile::parse(
+            "[feed]\nsource = \"file\"\nfile = \"a.json\"\nmax_bytes = \"1MiB\"\n[tags]\nselect = [\"A\"]\n",
+            "t",
+        )
+        .expect("valid");
+        c.apply_env(|k| match k {
+            "TAGSYNC_FEED_FILE" => Some("b.json".into()),
+            "TAGSYNC_TAGS_SELECT" => Some("X, Y".into()),
+            _ => None,
+        })
+        .expect("valid env");
+        let s = c.validate().expect("valid");
+        assert_eq!(s.source, SourceSpec::File(PathBuf::from("b.json")));
+        assert_eq!(s.selection.tags, vec!["X".to_string(), "Y".to_string()]);
+        assert_eq!(s.http.max_bytes, 1 << 20);
+    }
+
+    #[test]
+    fn bad_values_say_what_is_accepted() {
+        let err = ConfigFile::parse("[feed]\ntimeout = \"soon\"\n", "t").unwrap_err();
+        assert!(err.0.contains("not a duration"), "{err}");
+        let err = ConfigFile::parse("[feed]\nsource = \"url\"\n", "t")
+            .expect("parses")
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("needs [feed] url"), "{err}");
+        let err = ConfigFile::parse("[feed]\nsource = \"url\"\nurl = \"http://example.com/x\"\n", "t")
+            .expect("parses")
+            .validate()
+            .unwrap_err();
+        assert!(err.0.contains("https"), "{err}");
+        let mut c = ConfigFile::default();
+        let err = c
+            .apply_env(|k| (k == "TAGSYNC_FEED_CLOUD").then(|| "mars".into()))
+            .unwrap_err();
+        assert!(err.0.contains("TAGSYNC_FEED_CLOUD"), "{err}");
+    }
+}

@@ -1,0 +1,377 @@
+//! Where the feed comes from: Microsoft's download center (the weekly file
+//! URL is discovered), a pinned URL, or a local file.
+//!
+//! Discovery tries, in order, what works in practice (FACTS.md 1): the
+//! `details.aspx` page's link, the `confirmation.aspx` page's link, then the
+//! fixed URL pattern for each of the last eight dates. Scrapers of that page
+//! have broken before; the error lists what each strategy saw.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+use regex::Regex;
+use sha2::{Digest, Sha256};
+use time::{Date, Duration as TimeDuration, OffsetDateTime};
+
+use super::{Cloud, FeedError, ScannedFeed, scan};
+use crate::config::SourceSpec;
+use crate::http::{Fetch, HttpClient, HttpError, Validators};
+
+/// A download that was made before, for conditional GET.
+#[derive(Debug, Clone)]
+pub struct PreviousDownload {
+    pub url: String,
+    pub validators: Validators,
+}
+
+/// What a source produced.
+#[derive(Debug)]
+pub enum Content {
+    /// The server said the previously downloaded file is unchanged.
+    NotModified,
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The feed as fetched, before parsing.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The URL or path it came from.
+    pub location: String,
+    /// How it was found (`details page`, `fixed URL 2026-11-16`, `file`, ...).
+    pub found_by: String,
+    pub validators: Validators,
+    pub content: Content,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "could not find the {cloud} feed on the download center:\n{attempts}\nCheck network access to the download center, or set [feed] source = \"url\" with a pinned URL, or \"file\""
+    )]
+    NotFound { cloud: Cloud, attempts: String },
+    #[error("{0}")]
+    Http(#[from] HttpError),
+    #[error("feed URL {url} returned 404 Not Found; check [feed] url")]
+    UrlNotFound { url: String },
+    #[error("cannot read feed file {path}: {detail}")]
+    File { path: String, detail: String },
+}
+
+/// The download center ids and file-name parts of each cloud.
+fn cloud_download(cloud: Cloud) -> (u32, &'static str, &'static str) {
+    match cloud {
+        Cloud::Public => (
+            56519,
+            "download/7/1/D/71D86715-5596-4529-9B13-DA13A5DE5B63",
+            "Public",
+        ),
+        Cloud::Usgov => (
+            57063,
+            "download/6/4/D/64DB03BF-895B-4173-A8B1-BA4AD5D4DF22",
+            "AzureGovernment",
+        ),
+        Cloud::China => (
+            57062,
+            "download/9/D/0/9D03B7E2-4B80-4BF3-9B91-DA8C7D3EE9F9",
+            "China",
+        ),
+    }
+}
+
+static LINK: LazyLock<Regex> = LazyLock::new(|| {
+    // The pattern is a constant, tested below; it cannot fail to compile.
+    Regex::new(r#"https?://[A-Za-z0-9.\-:\[\]]+/download/[A-Za-z0-9/\-]+/ServiceTags_([A-Za-z]+)_(\d{8})\.json"#)
+        .unwrap_or_else(|e| unreachable!("constant regex: {e}"))
+});
+
+/// Finds the newest `ServiceTags_<cloud>_YYYYMMDD.json` link on a page that
+/// points into `download_base`.
+pub fn find_link(page: &str, cloud: Cloud, download_base: &str) -> Option<String> {
+    let (_, _, file_cloud) = cloud_download(cloud);
+    LINK.captures_iter(page)
+        .filter(|c| &c[1] == file_cloud)
+        .filter(|c| c[0].starts_with(download_base))
+        .max_by(|a, b| a[2].cmp(&b[2]))
+        .map(|c| c[0].to_owned())
+}
+
+/// Fetches the feed from the configured source. `previous` enables
+/// conditional GET when the same URL is downloaded again.
+pub async fn fetch(
+    spec: &SourceSpec,
+    cloud: Cloud,
+    http: &HttpClient,
+    previous: Option<&PreviousDownload>,
+) -> Result<Fetched, SourceError> {
+    match spec {
+        SourceSpec::File(path) => Ok(Fetched {
+            location: path.display().to_string(),
+            found_by: "file".into(),
+            validators: Validators::default(),
+            content: Content::File(path.clone()),
+        }),
+        SourceSpec::Url(url) => {
+            let fetched = download(http, url, previous).await?;
+            match fetched {
+                Some((content, validators)) => Ok(Fetched {
+                    location: url.clone(),
+                    found_by: "pinned url".into(),
+                    validators,
+                    content,
+                }),
+                None => Err(SourceError::UrlNotFound { url: url.clone() }),
+            }
+        }
+        SourceSpec::DownloadCenter {
+            landing_base,
+            download_base,
+        } => discover(http, cloud, landing_base, download_base, previous, today()).await,
+    }
+}
+
+fn today() -> Date {
+    OffsetDateTime::now_utc().date()
+}
+
+async fn download(
+    http: &HttpClient,
+    url: &str,
+    previous: Option<&PreviousDownload>,
+) -> Result<Option<(Content, Validators)>, SourceError> {
+    let validators = previous
+        .filter(|p| p.url == url && !p.validators.is_empty())
+        .map(|p| &p.validators);
+    match http.get(url, validators).await? {
+        Fetch::Body { body, validators } => Ok(Some((Content::Bytes(body), validators))),
+        Fetch::NotModified => Ok(Some((
+            Content::NotModified,
+            validators.cloned().unwrap_or_default(),
+        ))),
+        Fetch::NotFound => Ok(None),
+    }
+}
+
+async fn discover(
+    http: &HttpClient,
+    cloud: Cloud,
+    landing_base: &str,
+    download_base: &str,
+    previous: Option<&PreviousDownload>,
+    today: Date,
+) -> Result<Fetched, SourceError> {
+    let (id, path, file_cloud) = cloud_download(cloud);
+    let mut attempts = Vec::new();
+    for page in ["details", "confirmation"] {
+        let page_url = format!("{landing_base}/download/{page}.aspx?id={id}");
+        match http.get_page(&page_url).await {
+            Ok(Some(text)) => match find_link(&text, cloud, download_base) {
+                Some(link) => match download(http, &link, previous).await {
+                    Ok(Some((content, validators))) => {
+                        tracing::info!(url = %link, strategy = page, "found the feed URL on the {page} page");
+                        return Ok(Fetched {
+                            location: link,
+                            found_by: format!("{page} page"),
+                            validators,
+                            content,
+                        });
+                    }
+                    Ok(None) => attempts.push(format!("- {page} page: its link {link} returned 404")),
+                    Err(e) => attempts.push(format!("- {page} page: its link failed: {e}")),
+                },
+                None => attempts.push(format!(
+                    "- {page} page {page_url}: no ServiceTags_{file_cloud}_YYYYMMDD.json link under {download_base}"
+                )),
+            },
+            Ok(None) => attempts.push(format!("- {page} page {page_url}: 404 Not Found")),
+            Err(e) => attempts.push(format!("- {page} page: {e}")),
+        }
+    }
+    for days_back in 0..8 {
+        let date = today - TimeDuration::days(days_back);
+        let stamp = format!(
+            "{:04}{:02}{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        );
+        let url = format!("{download_base}/{path}/ServiceTags_{file_cloud}_{stamp}.json");
+        match download(http, &url, previous).await {
+            Ok(Some((content, validators))) => {
+                tracing::info!(url = %url, strategy = "fixed-url", "found the feed at the fixed URL for {stamp}");
+                return Ok(Fetched {
+                    location: url,
+                    found_by: format!("fixed URL for {stamp}"),
+                    validators,
+                    content,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                attempts.push(format!("- fixed URL {url}: {e}"));
+                return Err(SourceError::NotFound {
+                    cloud,
+                    attempts: attempts.join("\n"),
+                });
+            }
+        }
+    }
+    attempts.push(format!(
+        "- fixed URLs {download_base}/{path}/ServiceTags_{file_cloud}_YYYYMMDD.json for the 8 days to {today}: all 404"
+    ));
+    Err(SourceError::NotFound {
+        cloud,
+        attempts: attempts.join("\n"),
+    })
+}
+
+/// The feed scanned, with the digest and size of the bytes it came from.
+#[derive(Debug)]
+pub struct Loaded {
+    pub feed: ScannedFeed,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Scans fetched content, hashing it and enforcing the size cap on the way.
+pub fn load(
+    content: &Content,
+    max_bytes: u64,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Option<Loaded>, LoadError> {
+    match content {
+        Content::NotModified => Ok(None),
+        Content::Bytes(body) => scan_hashed(body.as_slice(), max_bytes, keep).map(Some),
+        Content::File(path) => {
+            let file = open_file(path)?;
+            scan_hashed(file, max_bytes, keep).map(Some)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Feed(#[from] FeedError),
+}
+
+pub fn open_file(path: &Path) -> Result<std::fs::File, SourceError> {
+    std::fs::File::open(path).map_err(|e| SourceError::File {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Scans fetched content without computing a digest (`feed show`).
+pub fn scan_content(
+    content: &Content,
+    max_bytes: u64,
+    keep: impl Fn(&str) -> bool,
+) -> Result<ScannedFeed, LoadError> {
+    let feed = match content {
+        Content::NotModified => {
+            return Err(FeedError::Read {
+                detail: "the server answered 304 Not Modified to an unconditional request".into(),
+            }
+            .into());
+        }
+        Content::Bytes(body) => scan(MeteredReader::new(body.as_slice(), max_bytes, false), keep)?,
+        Content::File(path) => scan(MeteredReader::new(open_file(path)?, max_bytes, false), keep)?,
+    };
+    Ok(feed)
+}
+
+fn scan_hashed<R: Read>(
+    reader: R,
+    max_bytes: u64,
+    keep: impl Fn(&str) -> bool,
+) -> Result<Loaded, LoadError> {
+    let mut metered = MeteredReader::new(reader, max_bytes, true);
+    let feed = scan(&mut metered, keep)?;
+    // The scanner stops at the end of the JSON value and has checked that
+    // only white space follows; drain so the digest covers the whole input.
+    std::io::copy(&mut metered, &mut std::io::sink()).map_err(|e| FeedError::Read {
+        detail: e.to_string(),
+    })?;
+    let sha256 = metered.hasher.map(|h| hex(&h.finalize())).unwrap_or_default();
+    Ok(Loaded {
+        feed,
+        sha256,
+        bytes: metered.bytes,
+    })
+}
+
+/// Counts (and optionally hashes) what passes through; refuses to read past
+/// the size cap, so an oversized body is never held or parsed whole.
+struct MeteredReader<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    bytes: u64,
+    cap: u64,
+}
+
+impl<R> MeteredReader<R> {
+    fn new(inner: R, cap: u64, digest: bool) -> Self {
+        Self {
+            inner,
+            hasher: digest.then(Sha256::new),
+            bytes: 0,
+            cap,
+        }
+    }
+}
+
+impl<R: Read> Read for MeteredReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes += n as u64;
+        if self.bytes > self.cap {
+            return Err(std::io::Error::other(FeedError::TooLarge { limit: self.cap }));
+        }
+        if let Some(h) = &mut self.hasher {
+            h.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_newest_link_of_the_right_cloud_on_the_right_host() {
+        let page = r#"<a href="https://download.microsoft.com/download/7/1/D/71D86715-5596-4529-9B13-DA13A5DE5B63/ServiceTags_Public_20261109.json">old</a>
+        <a href="https://download.microsoft.com/download/7/1/D/71D86715-5596-4529-9B13-DA13A5DE5B63/ServiceTags_Public_20261116.json">x</a>
+        "https://evil.example.com/download/7/1/D/x/ServiceTags_Public_20991231.json"
+        https://download.microsoft.com/download/9/D/0/9D03B7E2-4B80-4BF3-9B91-DA8C7D3EE9F9/ServiceTags_China_20261116.json"#;
+        let link = find_link(page, Cloud::Public, "https://download.microsoft.com").expect("found");
+        assert!(link.ends_with("ServiceTags_Public_20261116.json"), "{link}");
+        let link = find_link(page, Cloud::China, "https://download.microsoft.com").expect("found");
+        assert!(link.ends_with("ServiceTags_China_20261116.json"), "{link}");
+        assert!(find_link(page, Cloud::Usgov, "https://download.microsoft.com").is_none());
+    }
+
+    #[test]
+    fn size_cap_refuses_while_reading() {
+        let body = br#"{"changeNumber": 1, "cloud": "Public", "values": [{"name": "A", "properties": {"changeNumber": 1, "addressPrefixes": []}}]}"#;
+        let err = load(&Content::Bytes(body.to_vec()), 20, |_| true).unwrap_err();
+        assert!(matches!(err, LoadError::Feed(FeedError::TooLarge { limit: 20 })), "{err:?}");
+        let ok = load(&Content::Bytes(body.to_vec()), 10_000, |_| true)
+            .expect("fits")
+            .expect("content");
+        assert_eq!(ok.bytes, body.len() as u64);
+        assert_eq!(ok.sha256.len(), 64);
+    }
+}

@@ -1,0 +1,572 @@
+//! The SQLite history: every run, every tag snapshot and every change.
+//!
+//! Schema in `migrations/`, applied on open. A run is written in one
+//! transaction, so a crash mid-run leaves the previous state intact; a failed
+//! run is recorded on its own and never touches the snapshots. Only one
+//! tagsync process writes at a time: [`RunLock`] holds an advisory lock on
+//! `<db>.lock` for the whole run (download included), which the kernel
+//! releases if the process dies.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+use crate::feed::source::hex;
+use crate::prefix::PrefixSet;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("cannot open the history database {path}: {detail}; check that the directory exists and is writable, or set --db / [database] path")]
+    Open { path: String, detail: String },
+    #[error("no history database at {path}; run `tagsync sync` first, or point --db at an existing database")]
+    Missing { path: String },
+    #[error("another tagsync run holds the lock on {path} (lock file {lock}); it was not released within {waited:?}. Wait for that run to finish")]
+    Locked {
+        path: String,
+        lock: String,
+        waited: Duration,
+    },
+    #[error("history database {path}: {detail}")]
+    Query { path: String, detail: String },
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The advisory lock of one run; released on drop or process exit.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+impl RunLock {
+    /// Takes the run lock of `db`, waiting up to `wait` for another run.
+    pub fn acquire(db: &Path, wait: Duration) -> Result<Self, HistoryError> {
+        let lock_path = lock_path(db);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| HistoryError::Open {
+                path: lock_path.display().to_string(),
+                detail: e.to_string(),
+            })?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(Self { _file: file }),
+                Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(HistoryError::Locked {
+                        path: db.display().to_string(),
+                        lock: lock_path.display().to_string(),
+                        waited: wait,
+                    });
+                }
+                Err(TryLockError::Error(e)) => {
+                    return Err(HistoryError::Open {
+                        path: lock_path.display().to_string(),
+                        detail: format!("cannot lock: {e}"),
+                    });
+                }
+            }
+        }
+    }
+}
+
+pub fn lock_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".lock");
+    PathBuf::from(s)
+}
+
+/// Current time in the stored format.
+pub fn now() -> String {
+    format_time(OffsetDateTime::now_utc())
+}
+
+pub fn format_time(t: OffsetDateTime) -> String {
+    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC)
+        .format(&fmt)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// A run about to be recorded.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub started_at: String,
+    pub source: String,
+    pub cloud: String,
+    pub feed_location: Option<String>,
+    pub found_by: Option<String>,
+    pub feed_sha256: Option<String>,
+    pub feed_bytes: Option<u64>,
+    pub change_number: Option<u64>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub not_modified: bool,
+    pub allow_regression: bool,
+    /// The selection as configured, as JSON (what this run was asked for).
+    pub selection: String,
+}
+
+/// One tag's state in a run.
+#[derive(Debug, Clone)]
+pub struct TagState {
+    pub name: String,
+    pub region: String,
+    pub change_number: u64,
+    pub prefixes: PrefixSet,
+}
+
+/// What a recorded snapshot changed against the previous one of its tag.
+#[derive(Debug, Clone)]
+pub struct TagChange {
+    pub state: TagState,
+    pub previous_change_number: Option<u64>,
+    pub previous_run_id: Option<i64>,
+    /// True when there was no earlier snapshot of this tag.
+    pub first: bool,
+    pub added: PrefixSet,
+    pub removed: PrefixSet,
+}
+
+impl TagChange {
+    pub fn changed(&self) -> bool {
+        self.first || !self.added.is_empty() || !self.removed.is_empty()
+    }
+}
+
+/// A successful run as recorded.
+#[derive(Debug, Clone)]
+pub struct RecordedRun {
+    pub run_id: i64,
+    pub changed: bool,
+    pub tags: Vec<TagChange>,
+}
+
+/// The last successful run of a cloud: for the regression guard and for
+/// conditional GET.
+#[derive(Debug, Clone)]
+pub struct LastRun {
+    pub id: i64,
+    pub change_number: Option<u64>,
+    pub feed_location: Option<String>,
+    pub feed_sha256: Option<String>,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub selection: String,
+}
+
+/// A run as listed by `tagsync history`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunEntry {
+    pub run_id: i64,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: String,
+    pub source: String,
+    pub cloud: String,
+    pub feed: Option<String>,
+    pub change_number: Option<u64>,
+    pub not_modified: bool,
+    pub allow_regression: bool,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+    pub tags: Vec<SnapshotEntry>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotEntry {
+    pub tag: String,
+    pub region: String,
+    pub change_number: u64,
+    pub ipv4: u64,
+    pub ipv6: u64,
+    pub changed: bool,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+pub struct History {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl History {
+    /// Opens (creating when `create`) the database and applies migrations.
+    pub async fn open(path: &Path, create: bool) -> Result<Self, HistoryError> {
+        let shown = path.display().to_string();
+        if !create && !path.exists() {
+            return Err(HistoryError::Missing { path: shown });
+        }
+        let open_err = |detail: String| HistoryError::Open {
+            path: shown.clone(),
+            detail,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| open_err(e.to_string()))?
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| open_err(format!("cannot apply the schema migrations: {e}")))?;
+        Ok(Self {
+            pool,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> HistoryError {
+        HistoryError::Query {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The last run of `cloud` that was not a failure.
+    pub async fn last_good_run(&self, cloud: &str) -> Result<Option<LastRun>, HistoryError> {
+        let row = sqlx::query(
+            "SELECT id, change_number, feed_location, feed_sha256, etag, last_modified, selection
+             FROM runs WHERE cloud = ?1 AND outcome != 'failed' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(cloud)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(row.map(|r| LastRun {
+            id: r.get(0),
+            change_number: r.get::<Option<i64>, _>(1).map(|n| n as u64),
+            feed_location: r.get(2),
+            feed_sha256: r.get(3),
+            etag: r.get(4),
+            last_modified: r.get(5),
+            selection: r.get(6),
+        }))
+    }
+
+    /// The latest snapshot of each of `tags` recorded by run `run_id`, if
+    /// that run recorded them all (used when the server answers 304).
+    pub async fn run_tags(&self, run_id: i64, tags: &[String]) -> Result<Option<Vec<TagState>>, HistoryError> {
+        let mut out = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let row = sqlx::query(
+                "SELECT s.region, s.change_number, p.prefixes FROM snapshots s
+                 JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.run_id = ?1 AND s.tag = ?2",
+            )
+            .bind(run_id)
+            .bind(tag)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            let Some(row) = row else { return Ok(None) };
+            out.push(TagState {
+                name: tag.clone(),
+                region: row.get(0),
+                change_number: row.get::<i64, _>(1) as u64,
+                prefixes: PrefixSet::from_lines(row.get::<&str, _>(2)).map_err(|e| self.err(e))?,
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Records a successful run and its snapshots in one transaction, and
+    /// returns what changed for each tag.
+    pub async fn record_success(&self, run: &NewRun, tags: &[TagState]) -> Result<RecordedRun, HistoryError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let run_id = insert_run(&mut tx, run, "changed", None).await.map_err(|e| self.err(e))?;
+        let mut changes = Vec::with_capacity(tags.len());
+        for tag in tags {
+            let change = insert_snapshot(&mut tx, run_id, tag).await.map_err(|e| self.err(e))?;
+            changes.push(change);
+        }
+        let changed = changes.iter().any(TagChange::changed);
+        sqlx::query("UPDATE runs SET outcome = ?1, finished_at = ?2 WHERE id = ?3")
+            .bind(if changed { "changed" } else { "unchanged" })
+            .bind(now())
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(RecordedRun {
+            run_id,
+            changed,
+            tags: changes,
+        })
+    }
+
+    /// Records a failed run. Snapshots are not touched.
+    pub async fn record_failure(&self, run: &NewRun, kind: &str, error: &str) -> Result<i64, HistoryError> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let id = insert_run(&mut tx, run, "failed", Some((kind, error)))
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(id)
+    }
+
+    /// Deletes runs that started before `now - retention`, except those that
+    /// hold the latest snapshot of a tag, then prefix sets nothing uses.
+    pub async fn prune(&self, retention: Duration) -> Result<u64, HistoryError> {
+        let cutoff = OffsetDateTime::now_utc() - retention;
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let deleted = sqlx::query(
+            "DELETE FROM runs WHERE started_at < ?1 AND id NOT IN (
+                 SELECT run_id FROM snapshots WHERE id IN (SELECT MAX(id) FROM snapshots GROUP BY tag))",
+        )
+        .bind(format_time(cutoff))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?
+        .rows_affected();
+        sqlx::query("DELETE FROM prefix_sets WHERE id NOT IN (SELECT prefix_set_id FROM snapshots)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(deleted)
+    }
+
+    /// Runs, newest first. With `tag`, only runs holding a snapshot of it,
+    /// each showing only that tag.
+    pub async fn runs(&self, tag: Option<&str>, limit: u32) -> Result<Vec<RunEntry>, HistoryError> {
+        let rows = match tag {
+            Some(tag) => sqlx::query(
+                "SELECT r.* FROM runs r WHERE EXISTS (SELECT 1 FROM snapshots s WHERE s.run_id = r.id AND s.tag = ?1)
+                 ORDER BY r.id DESC LIMIT ?2",
+            )
+            .bind(tag)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await,
+            None => sqlx::query("SELECT * FROM runs ORDER BY id DESC LIMIT ?1")
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await,
+        }
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let run_id: i64 = r.get("id");
+            let snaps = sqlx::query(
+                "SELECT s.tag, s.region, s.change_number, s.changed, s.added, s.removed, p.ipv4_count, p.ipv6_count
+                 FROM snapshots s JOIN prefix_sets p ON p.id = s.prefix_set_id
+                 WHERE s.run_id = ?1 AND (?2 IS NULL OR s.tag = ?2) ORDER BY s.tag",
+            )
+            .bind(run_id)
+            .bind(tag)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+            out.push(RunEntry {
+                run_id,
+                started_at: r.get("started_at"),
+                finished_at: r.get("finished_at"),
+                outcome: r.get("outcome"),
+                source: r.get("source"),
+                cloud: r.get("cloud"),
+                feed: r.get("feed_location"),
+                change_number: r.get::<Option<i64>, _>("change_number").map(|n| n as u64),
+                not_modified: r.get::<i64, _>("not_modified") != 0,
+                allow_regression: r.get::<i64, _>("allow_regression") != 0,
+                error_kind: r.get("error_kind"),
+                error: r.get("error"),
+                tags: snaps
+                    .iter()
+                    .map(|s| SnapshotEntry {
+                        tag: s.get(0),
+                        region: s.get(1),
+                        change_number: s.get::<i64, _>(2) as u64,
+                        changed: s.get::<i64, _>(3) != 0,
+                        added: lines(s.get(4)),
+                        removed: lines(s.get(5)),
+                        ipv4: s.get::<i64, _>(6) as u64,
+                        ipv6: s.get::<i64, _>(7) as u64,
+                    })
+                    .collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The id of the newest run holding snapshots.
+    pub async fn latest_snapshot_run(&self) -> Result<Option<i64>, HistoryError> {
+        sqlx::query_scalar("SELECT MAX(run_id) FROM snapshots")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The snapshots recorded by a run: tag name to prefix set.
+    pub async fn run_snapshots(&self, run_id: i64) -> Result<Vec<(String, u64, PrefixSet)>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT s.tag, s.change_number, p.prefixes FROM snapshots s
+             JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.run_id = ?1 ORDER BY s.tag",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if rows.is_empty() {
+            return Err(HistoryError::NotFound(format!(
+                "run {run_id} has no snapshots (it does not exist, failed, or was pruned); `tagsync history` lists the runs"
+            )));
+        }
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<String, _>(0),
+                    r.get::<i64, _>(1) as u64,
+                    PrefixSet::from_lines(r.get::<&str, _>(2)).map_err(|e| self.err(e))?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
+async fn insert_run(
+    tx: &mut Transaction<'_, Sqlite>,
+    run: &NewRun,
+    outcome: &str,
+    error: Option<(&str, &str)>,
+) -> Result<i64, sqlx::Error> {
+    let id = sqlx::query(
+        "INSERT INTO runs (started_at, finished_at, outcome, error_kind, error, source, cloud, feed_location,
+             found_by, feed_sha256, feed_bytes, change_number, etag, last_modified, not_modified,
+             allow_regression, selection)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+    )
+    .bind(&run.started_at)
+    .bind(now())
+    .bind(outcome)
+    .bind(error.map(|e| e.0))
+    .bind(error.map(|e| e.1))
+    .bind(&run.source)
+    .bind(&run.cloud)
+    .bind(&run.feed_location)
+    .bind(&run.found_by)
+    .bind(&run.feed_sha256)
+    .bind(run.feed_bytes.map(|n| n as i64))
+    .bind(run.change_number.map(|n| n as i64))
+    .bind(&run.etag)
+    .bind(&run.last_modified)
+    .bind(run.not_modified)
+    .bind(run.allow_regression)
+    .bind(&run.selection)
+    .execute(&mut **tx)
+    .await?
+    .last_insert_rowid();
+    Ok(id)
+}
+
+async fn insert_snapshot(
+    tx: &mut Transaction<'_, Sqlite>,
+    run_id: i64,
+    tag: &TagState,
+) -> Result<TagChange, sqlx::Error> {
+    let text = tag.prefixes.to_lines();
+    let sha = hex(&Sha256::digest(text.as_bytes()));
+    sqlx::query(
+        "INSERT INTO prefix_sets (sha256, ipv4_count, ipv6_count, prefixes) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (sha256) DO NOTHING",
+    )
+    .bind(&sha)
+    .bind(tag.prefixes.v4().len() as i64)
+    .bind(tag.prefixes.v6().len() as i64)
+    .bind(&text)
+    .execute(&mut **tx)
+    .await?;
+    let set_id: i64 = sqlx::query_scalar("SELECT id FROM prefix_sets WHERE sha256 = ?1")
+        .bind(&sha)
+        .fetch_one(&mut **tx)
+        .await?;
+    let previous = sqlx::query(
+        "SELECT s.id, s.run_id, s.change_number, p.prefixes, s.prefix_set_id FROM snapshots s
+         JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.tag = ?1 ORDER BY s.id DESC LIMIT 1",
+    )
+    .bind(&tag.name)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (previous_id, previous_run_id, previous_change_number, added, removed) = match &previous {
+        Some(row) => {
+            let prev_set_id: i64 = row.get(4);
+            let (added, removed) = if prev_set_id == set_id {
+                (PrefixSet::new(), PrefixSet::new())
+            } else {
+                let prev = PrefixSet::from_lines(row.get::<&str, _>(3))
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                (tag.prefixes.difference(&prev), prev.difference(&tag.prefixes))
+            };
+            (
+                Some(row.get::<i64, _>(0)),
+                Some(row.get::<i64, _>(1)),
+                Some(row.get::<i64, _>(2) as u64),
+                added,
+                removed,
+            )
+        }
+        None => (None, None, None, PrefixSet::new(), PrefixSet::new()),
+    };
+    let change = TagChange {
+        state: tag.clone(),
+        previous_change_number,
+        previous_run_id,
+        first: previous.is_none(),
+        added,
+        removed,
+    };
+    sqlx::query(
+        "INSERT INTO snapshots (run_id, tag, region, change_number, prefix_set_id, previous_snapshot_id,
+             changed, added, removed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .bind(run_id)
+    .bind(&tag.name)
+    .bind(&tag.region)
+    .bind(tag.change_number as i64)
+    .bind(set_id)
+    .bind(previous_id)
+    .bind(change.changed())
+    .bind(change.added.to_lines())
+    .bind(change.removed.to_lines())
+    .execute(&mut **tx)
+    .await?;
+    Ok(change)
+}

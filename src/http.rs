@@ -1,0 +1,331 @@
+//! HTTP for feed downloads: one reqwest client with timeouts, retries with
+//! backoff and jitter, `Retry-After`, a body size cap and conditional GET.
+//!
+//! Only https is allowed, except for loopback addresses (emulators, tests):
+//! the feed decides which addresses get through a firewall, so it must not
+//! be fetched over a channel anyone on the path can rewrite.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER};
+use reqwest::{StatusCode, Url};
+
+use crate::config::HttpSettings;
+
+/// The longest `Retry-After` tagsync will sleep for before giving up.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+pub fn user_agent() -> String {
+    format!("tagsync/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Checks that a URL is https, or http to a loopback address.
+pub fn check_url_allowed(url: &str) -> Result<Url, String> {
+    let parsed = Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if is_loopback(&parsed) => Ok(parsed),
+        "http" => Err(format!(
+            "`{url}` uses plain http; only https is allowed (http only for loopback addresses)"
+        )),
+        other => Err(format!("`{url}` uses scheme `{other}`; only https is allowed")),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(a)) => IpAddr::V4(a).is_loopback(),
+        Some(url::Host::Ipv6(a)) => IpAddr::V6(a).is_loopback(),
+        None => false,
+    }
+}
+
+/// Cache validators of a download, for conditional GET.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    pub fn is_empty(&self) -> bool {
+        self.etag.is_none() && self.last_modified.is_none()
+    }
+}
+
+/// The result of a GET.
+#[derive(Debug)]
+pub enum Fetch {
+    Body { body: Vec<u8>, validators: Validators },
+    NotModified,
+    /// 404 or 410: the resource is not there (discovery moves on).
+    NotFound,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("GET {url}: HTTP {status}{detail}")]
+    Status {
+        url: String,
+        status: u16,
+        detail: String,
+    },
+    #[error("GET {url}: {detail} (after {attempts} attempts)")]
+    Transport {
+        url: String,
+        detail: String,
+        attempts: u32,
+    },
+    #[error("GET {url}: the response is larger than the {limit} byte cap ([feed] max_bytes)")]
+    TooLarge { url: String, limit: u64 },
+    #[error("{0}")]
+    Disallowed(String),
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl HttpError {
+    pub fn is_too_large(&self) -> bool {
+        matches!(self, HttpError::TooLarge { .. })
+    }
+}
+
+/// The HTTP client tagsync downloads with.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: reqwest::Client,
+    settings: HttpSettings,
+}
+
+impl HttpClient {
+    pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
+        let client = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .connect_timeout(settings.connect_timeout)
+            .read_timeout(settings.timeout)
+            .timeout(settings.timeout)
+            .build()
+            .map_err(|e| HttpError::Client(e.to_string()))?;
+        Ok(Self { client, settings })
+    }
+
+    pub fn settings(&self) -> &HttpSettings {
+        &self.settings
+    }
+
+    /// GETs `url` with retries. With `validators`, sends `If-None-Match` /
+    /// `If-Modified-Since` and returns [`Fetch::NotModified`] on 304.
+    pub async fn get(&self, url: &str, validators: Option<&Validators>) -> Result<Fetch, HttpError> {
+        self.get_capped(url, validators, self.settings.max_bytes).await
+    }
+
+    /// GETs a web page (discovery), capped at 4 MiB.
+    pub async fn get_page(&self, url: &str) -> Result<Option<String>, HttpError> {
+        match self.get_capped(url, None, 4 << 20).await? {
+            Fetch::Body { body, .. } => Ok(Some(String::from_utf8_lossy(&body).into_owned())),
+            Fetch::NotModified | Fetch::NotFound => Ok(None),
+        }
+    }
+
+    async fn get_capped(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+        cap: u64,
+    ) -> Result<Fetch, HttpError> {
+        check_url_allowed(url).map_err(HttpError::Disallowed)?;
+        let attempts = self.settings.retries + 1;
+        let mut last_error = String::new();
+        for attempt in 1..=attempts {
+            let wait = match self.attempt(url, validators, cap).await {
+                Ok(fetch) => return Ok(fetch),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Retry { detail, retry_after }) => {
+                    last_error = detail;
+                    retry_after.unwrap_or_else(|| backoff(self.settings.retry_backoff, attempt))
+                }
+            };
+            if attempt < attempts {
+                tracing::warn!(url, attempt, error = %last_error, wait_ms = wait.as_millis() as u64, "feed request failed, retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+        Err(HttpError::Transport {
+            url: url.to_owned(),
+            detail: last_error,
+            attempts,
+        })
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+        cap: u64,
+    ) -> Result<Fetch, Attempt> {
+        let mut req = self.client.get(url);
+        if let Some(v) = validators {
+            if let Some(etag) = &v.etag {
+                req = req.header(IF_NONE_MATCH, etag);
+            }
+            if let Some(lm) = &v.last_modified {
+                req = req.header(IF_MODIFIED_SINCE, lm);
+            }
+        }
+        let mut resp = req.send().await.map_err(|e| Attempt::retry(describe(&e)))?;
+        let status = resp.status();
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(Fetch::NotModified);
+        }
+        if status == StatusCode::NOT_FOUND || status == StatusCode::GONE {
+            return Ok(Fetch::NotFound);
+        }
+        if status.is_server_error()
+            || status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+        {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+            return Err(Attempt::Retry {
+                detail: format!("HTTP {}", status.as_u16()),
+                retry_after,
+            });
+        }
+        if !status.is_success() {
+            return Err(Attempt::Fatal(HttpError::Status {
+                url: url.to_owned(),
+                status: status.as_u16(),
+                detail: status
+                    .canonical_reason()
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default(),
+            }));
+        }
+        let too_large = || {
+            Attempt::Fatal(HttpError::TooLarge {
+                url: url.to_owned(),
+                limit: cap,
+            })
+        };
+        if resp.content_length().is_some_and(|n| n > cap) {
+            return Err(too_large());
+        }
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let validators = Validators {
+            etag: header(ETAG),
+            last_modified: header(LAST_MODIFIED),
+        };
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0).min(cap) as usize);
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if body.len() as u64 + chunk.len() as u64 > cap {
+                        return Err(too_large());
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(Attempt::retry(format!("reading the body: {}", describe(&e)))),
+            }
+        }
+        Ok(Fetch::Body { body, validators })
+    }
+}
+
+enum Attempt {
+    Retry {
+        detail: String,
+        retry_after: Option<Duration>,
+    },
+    Fatal(HttpError),
+}
+
+impl Attempt {
+    fn retry(detail: String) -> Self {
+        Attempt::Retry {
+            detail,
+            retry_after: None,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a random wait in
+/// `[base * 2^(attempt-1) / 2, base * 2^(attempt-1)]`.
+pub fn backoff(base: Duration, attempt: u32) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(10));
+    let half = ceiling / 2;
+    let jitter = random_u64() % (half.as_millis() as u64 + 1);
+    half + Duration::from_millis(jitter)
+}
+
+/// A random number from the standard library's per-process hash keys; good
+/// enough to spread retries, no extra dependency.
+pub fn random_u64() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// A reqwest error as one line with its cause chain, without the URL (the
+/// callers add it once).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut out = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_https_or_loopback_http() {
+        assert!(check_url_allowed("https://download.microsoft.com/x").is_ok());
+        assert!(check_url_allowed("http://127.0.0.1:8080/x").is_ok());
+        assert!(check_url_allowed("http://localhost/x").is_ok());
+        assert!(check_url_allowed("http://[::1]:80/x").is_ok());
+        assert!(check_url_allowed("http://download.microsoft.com/x").is_err());
+        assert!(check_url_allowed("http://10.0.0.1/x").is_err());
+        assert!(check_url_allowed("ftp://127.0.0.1/x").is_err());
+        assert!(check_url_allowed("not a url").is_err());
+    }
+
+    #[test]
+    fn backoff_grows_and_stays_within_bounds() {
+        let base = Duration::from_millis(100);
+        for attempt in 1..6 {
+            let ceiling = base * (1 << (attempt - 1));
+            let d = backoff(base, attempt);
+            assert!(d >= ceiling / 2 && d <= ceiling, "{attempt}: {d:?}");
+        }
+    }
+}

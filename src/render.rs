@@ -1,0 +1,360 @@
+//! What commands print: one serializable report per command (the stable
+//! `--output json` form, documented in the README) and its human rendering.
+//! Everything is sorted, so the same input prints the same bytes.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{Settings, SourceSpec};
+use crate::feed::{ScannedFeed, ServiceTag};
+use crate::history::{RunEntry, TagChange};
+use crate::prefix::PrefixSet;
+use crate::sync::{FeedInfo, FeedRun};
+
+#[derive(Debug, Serialize)]
+pub struct SyncReport {
+    pub run_id: i64,
+    /// `changed` or `unchanged`.
+    pub outcome: &'static str,
+    pub feed: FeedInfo,
+    pub tags: Vec<TagReport>,
+    pub warnings: Vec<String>,
+    pub pruned_runs: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagReport {
+    pub name: String,
+    pub region: String,
+    pub change_number: u64,
+    pub previous_change_number: Option<u64>,
+    pub previous_run_id: Option<i64>,
+    pub ipv4: usize,
+    pub ipv6: usize,
+    /// No earlier snapshot of this tag.
+    pub first: bool,
+    pub changed: bool,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl TagReport {
+    fn new(c: &TagChange) -> Self {
+        Self {
+            name: c.state.name.clone(),
+            region: c.state.region.clone(),
+            change_number: c.state.change_number,
+            previous_change_number: c.previous_change_number,
+            previous_run_id: c.previous_run_id,
+            ipv4: c.state.prefixes.v4().len(),
+            ipv6: c.state.prefixes.v6().len(),
+            first: c.first,
+            changed: c.changed(),
+            added: c.added.to_strings(),
+            removed: c.removed.to_strings(),
+        }
+    }
+}
+
+impl SyncReport {
+    pub fn new(run: &FeedRun) -> Self {
+        Self {
+            run_id: run.recorded.run_id,
+            outcome: if run.recorded.changed { "changed" } else { "unchanged" },
+            feed: run.feed.clone(),
+            tags: run.recorded.tags.iter().map(TagReport::new).collect(),
+            warnings: run.warnings.clone(),
+            pruned_runs: run.pruned_runs,
+        }
+    }
+}
+
+pub fn sync_human(r: &SyncReport) -> String {
+    let mut out = String::new();
+    let f = &r.feed;
+    let cn = f.change_number.map_or("?".into(), |n| n.to_string());
+    let _ = writeln!(
+        out,
+        "run {}: {} (feed {} changeNumber {}{})",
+        r.run_id,
+        r.outcome,
+        f.cloud,
+        cn,
+        if f.not_modified {
+            ", not modified since the last download".to_owned()
+        } else {
+            f.bytes.map(|b| format!(", {b} bytes, {} tags", f.tag_count.unwrap_or(0))).unwrap_or_default()
+        }
+    );
+    let _ = writeln!(out, "source: {} ({})", f.location, f.found_by);
+    let width = r.tags.iter().map(|t| t.name.len()).max().unwrap_or(3).max(3);
+    let _ = writeln!(out, "{:<width$}  {:>6}  {:>4}  {:>4}  SINCE LAST", "TAG", "CHANGE", "IPV4", "IPV6");
+    for t in &r.tags {
+        let since = if t.first {
+            "first snapshot".to_owned()
+        } else if t.changed {
+            format!(
+                "+{} -{} (changeNumber {} in run {})",
+                t.added.len(),
+                t.removed.len(),
+                t.previous_change_number.unwrap_or(0),
+                t.previous_run_id.unwrap_or(0)
+            )
+        } else {
+            "unchanged".to_owned()
+        };
+        let _ = writeln!(out, "{:<width$}  {:>6}  {:>4}  {:>4}  {since}", t.name, t.change_number, t.ipv4, t.ipv6);
+        if !t.first {
+            for p in &t.added {
+                let _ = writeln!(out, "  + {p}");
+            }
+            for p in &t.removed {
+                let _ = writeln!(out, "  - {p}");
+            }
+        }
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning: {w}");
+    }
+    if r.pruned_runs > 0 {
+        let _ = writeln!(out, "pruned {} old runs ([database] retention)", r.pruned_runs);
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct FeedShow {
+    pub cloud: String,
+    pub change_number: u64,
+    pub tag_count: usize,
+    pub tags: Vec<ShownTag>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ShownTag {
+    pub name: String,
+    pub region: String,
+    pub system_service: String,
+    pub change_number: u64,
+    pub ipv4_count: usize,
+    pub ipv6_count: usize,
+    /// Distinct IPv4 addresses covered.
+    pub ipv4_addresses: u64,
+    /// Prefixes after lossless aggregation.
+    pub aggregated_count: usize,
+    pub ipv4: Vec<String>,
+    pub ipv6: Vec<String>,
+    pub warnings: Vec<String>,
+}
+
+impl FeedShow {
+    pub fn new(feed: &ScannedFeed, tags: &[ServiceTag]) -> Self {
+        Self {
+            cloud: feed.cloud.clone(),
+            change_number: feed.change_number,
+            tag_count: feed.tag_names.len(),
+            tags: tags
+                .iter()
+                .map(|t| ShownTag {
+                    name: t.name.clone(),
+                    region: t.region.clone(),
+                    system_service: t.system_service.clone(),
+                    change_number: t.change_number,
+                    ipv4_count: t.prefixes.v4().len(),
+                    ipv6_count: t.prefixes.v6().len(),
+                    ipv4_addresses: t.prefixes.ipv4_addresses(),
+                    aggregated_count: t.prefixes.aggregate().len(),
+                    ipv4: t.prefixes.v4().iter().map(ToString::to_string).collect(),
+                    ipv6: t.prefixes.v6().iter().map(ToString::to_string).collect(),
+                    warnings: t
+                        .normalized
+                        .iter()
+                        .map(|n| format!("`{}` has host bits set; using {}", n.input, n.network))
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+}
+
+pub fn feed_show_human(r: &FeedShow) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    let _ = writeln!(out, "feed: cloud {}, changeNumber {}, {} tags", r.cloud, r.change_number, r.tag_count);
+    for t in &r.tags {
+        let region = if t.region.is_empty() { "global".to_owned() } else { t.region.clone() };
+        let _ = writeln!(
+            out,
+            "\n{} (changeNumber {}, {}): {} IPv4 ({} addresses) + {} IPv6 prefixes, {} after aggregation",
+            t.name, t.change_number, region, t.ipv4_count, t.ipv4_addresses, t.ipv6_count, t.aggregated_count
+        );
+        for p in t.ipv4.iter().chain(&t.ipv6) {
+            out.push_str(p);
+            out.push('\n');
+        }
+        for w in &t.warnings {
+            let _ = writeln!(out, "warning: {w}");
+        }
+    }
+    out
+}
+
+pub fn history_human(runs: &[RunEntry]) -> String {
+    let mut out = String::new();
+    if runs.is_empty() {
+        out.push_str("no runs recorded\n");
+        return out;
+    }
+    for r in runs {
+        let cn = r.change_number.map_or("-".into(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "run {:>4}  {}  {:<9}  changeNumber {:<5} {}{}",
+            r.run_id,
+            r.started_at,
+            r.outcome,
+            cn,
+            r.source,
+            if r.not_modified { " (304 not modified)" } else { "" }
+        );
+        if let Some(e) = &r.error {
+            let first = e.lines().next().unwrap_or_default();
+            let _ = writeln!(out, "           {}: {first}", r.error_kind.as_deref().unwrap_or("error"));
+        }
+        for s in &r.tags {
+            let what = if s.changed && s.added.is_empty() && s.removed.is_empty() {
+                "first snapshot".to_owned()
+            } else if s.changed {
+                format!("+{} -{}", s.added.len(), s.removed.len())
+            } else {
+                "unchanged".to_owned()
+            };
+            let _ = writeln!(
+                out,
+                "           {} changeNumber {}: {} IPv4 + {} IPv6, {what}",
+                s.tag, s.change_number, s.ipv4, s.ipv6
+            );
+        }
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct Diff {
+    pub from: i64,
+    pub to: i64,
+    pub tags: Vec<TagDiff>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TagDiff {
+    pub tag: String,
+    /// changeNumber in the FROM run (absent: the run did not record the tag).
+    pub from_change_number: Option<u64>,
+    pub to_change_number: Option<u64>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+impl TagDiff {
+    pub fn new(tag: &str, before: Option<(u64, PrefixSet)>, after: Option<(u64, PrefixSet)>) -> Self {
+        let empty = PrefixSet::new();
+        let b = before.as_ref().map_or(&empty, |(_, p)| p);
+        let a = after.as_ref().map_or(&empty, |(_, p)| p);
+        Self {
+            tag: tag.to_owned(),
+            from_change_number: before.as_ref().map(|(c, _)| *c),
+            to_change_number: after.as_ref().map(|(c, _)| *c),
+            added: a.difference(b).to_strings(),
+            removed: b.difference(a).to_strings(),
+        }
+    }
+}
+
+pub fn diff_human(d: &Diff) -> String {
+    let mut out = String::new();
+    for t in &d.tags {
+        let cn = |c: Option<u64>| c.map_or("absent".into(), |n| n.to_string());
+        let _ = writeln!(
+            out,
+            "{}: run {} (changeNumber {}) -> run {} (changeNumber {}): +{} -{}",
+            t.tag,
+            d.from,
+            cn(t.from_change_number),
+            d.to,
+            cn(t.to_change_number),
+            t.added.len(),
+            t.removed.len()
+        );
+        for p in &t.added {
+            let _ = writeln!(out, "  + {p}");
+        }
+        for p in &t.removed {
+            let _ = writeln!(out, "  - {p}");
+        }
+    }
+    out
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigReport {
+    pub config_file: Option<String>,
+    pub valid: bool,
+    pub source: String,
+    pub location: String,
+    pub cloud: String,
+    pub tags: Vec<String>,
+    pub regions: Vec<String>,
+    pub database: String,
+    pub retention: Option<String>,
+    pub max_bytes: u64,
+    pub timeout: String,
+    pub retries: u32,
+}
+
+impl ConfigReport {
+    pub fn new(file: Option<&Path>, s: &Settings) -> Self {
+        let location = match &s.source {
+            SourceSpec::DownloadCenter { landing_base, .. } => landing_base.clone(),
+            SourceSpec::Url(u) => u.clone(),
+            SourceSpec::File(p) => p.display().to_string(),
+        };
+        Self {
+            config_file: file.map(|p| p.display().to_string()),
+            valid: true,
+            source: s.source.kind().as_str().to_owned(),
+            location,
+            cloud: s.cloud.as_str().to_owned(),
+            tags: s.selection.tags.clone(),
+            regions: s.selection.regions.clone(),
+            database: s.db_path.display().to_string(),
+            retention: s.retention.map(|d| humantime::format_duration(d).to_string()),
+            max_bytes: s.http.max_bytes,
+            timeout: humantime::format_duration(s.http.timeout).to_string(),
+            retries: s.http.retries,
+        }
+    }
+}
+
+pub fn config_human(r: &ConfigReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "configuration is valid ({})",
+        r.config_file.as_deref().unwrap_or("no file: built-in defaults")
+    );
+    let _ = writeln!(out, "feed:      {} {} (cloud {})", r.source, r.location, r.cloud);
+    let _ = writeln!(out, "tags:      {}", r.tags.join(", "));
+    if !r.regions.is_empty() {
+        let _ = writeln!(out, "regions:   {}", r.regions.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "database:  {} (retention {})",
+        r.database,
+        r.retention.as_deref().unwrap_or("keep everything")
+    );
+    let _ = writeln!(out, "http:      timeout {}, {} retries, cap {} bytes", r.timeout, r.retries, r.max_bytes);
+    out
+}

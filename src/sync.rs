@@ -1,0 +1,206 @@
+//! Run once: fetch the feed, validate it, select the tags, record the run.
+//!
+//! This is the one code path behind `tagsync sync`, the CronJob and each
+//! tick of the daemon. A failure at any step is recorded as a failed run and
+//! leaves every earlier snapshot as it was.
+
+use crate::config::Settings;
+use crate::error::Error;
+use crate::feed::ServiceTag;
+use crate::feed::source::{self, Content, PreviousDownload};
+use crate::history::{History, NewRun, RecordedRun, TagState};
+use crate::http::{HttpClient, Validators};
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Accept a feed whose changeNumber is lower than the last recorded one.
+    pub allow_regression: bool,
+}
+
+/// Facts about the feed a run used.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FeedInfo {
+    pub source: String,
+    pub location: String,
+    pub found_by: String,
+    pub cloud: String,
+    pub change_number: Option<u64>,
+    pub sha256: Option<String>,
+    pub bytes: Option<u64>,
+    pub tag_count: Option<usize>,
+    /// The server answered 304: the last downloaded file is unchanged.
+    pub not_modified: bool,
+}
+
+/// The result of a successful run.
+#[derive(Debug, Clone)]
+pub struct FeedRun {
+    pub feed: FeedInfo,
+    pub recorded: RecordedRun,
+    pub warnings: Vec<String>,
+    pub pruned_runs: u64,
+}
+
+/// Fetches, validates, selects and records. On error the failure has been
+/// recorded (when the database works) and is returned.
+pub async fn run_feed(
+    settings: &Settings,
+    history: &History,
+    http: &HttpClient,
+    opts: &SyncOptions,
+) -> Result<FeedRun, Error> {
+    let mut run = NewRun {
+        started_at: crate::history::now(),
+        source: settings.source.kind().as_str().to_owned(),
+        cloud: settings.cloud.feed_name().to_owned(),
+        allow_regression: opts.allow_regression,
+        selection: selection_json(settings),
+        ..NewRun::default()
+    };
+    match fetch_and_select(settings, history, http, opts, &mut run).await {
+        Ok((feed, tags, warnings)) => {
+            let recorded = history.record_success(&run, &tags).await?;
+            let pruned_runs = match settings.retention {
+                Some(retention) => history.prune(retention).await?,
+                None => 0,
+            };
+            Ok(FeedRun {
+                feed,
+                recorded,
+                warnings,
+                pruned_runs,
+            })
+        }
+        Err(e) => {
+            let id = history.record_failure(&run, e.kind(), &e.to_string()).await?;
+            tracing::info!(run_id = id, kind = e.kind(), "recorded the failed run");
+            Err(e)
+        }
+    }
+}
+
+fn selection_json(settings: &Settings) -> String {
+    serde_json::json!({
+        "tags": settings.selection.tags,
+        "regions": settings.selection.regions,
+    })
+    .to_string()
+}
+
+async fn fetch_and_select(
+    settings: &Settings,
+    history: &History,
+    http: &HttpClient,
+    opts: &SyncOptions,
+    run: &mut NewRun,
+) -> Result<(FeedInfo, Vec<TagState>, Vec<String>), Error> {
+    let last = history.last_good_run(&run.cloud).await?;
+    let previous = last.as_ref().and_then(|l| {
+        Some(PreviousDownload {
+            url: l.feed_location.clone()?,
+            validators: Validators {
+                etag: l.etag.clone(),
+                last_modified: l.last_modified.clone(),
+            },
+        })
+    });
+    let mut fetched = source::fetch(&settings.source, settings.cloud, http, previous.as_ref()).await?;
+    run.feed_location = Some(fetched.location.clone());
+    run.found_by = Some(fetched.found_by.clone());
+
+    if matches!(fetched.content, Content::NotModified) {
+        // The file is the one the last good run used. Reuse its snapshots when
+        // that run followed the same selection; otherwise download it again.
+        if let Some(last) = last.as_ref().filter(|l| l.selection == run.selection) {
+            let names = history.run_snapshots(last.id).await?;
+            let names: Vec<String> = names.into_iter().map(|(n, _, _)| n).collect();
+            if let Some(tags) = history.run_tags(last.id, &names).await? {
+                tracing::info!(url = %fetched.location, "the feed is unchanged since the last run (HTTP 304)");
+                run.not_modified = true;
+                run.change_number = last.change_number;
+                run.feed_sha256 = last.feed_sha256.clone();
+                run.etag = fetched.validators.etag.clone();
+                run.last_modified = fetched.validators.last_modified.clone();
+                let feed = FeedInfo {
+                    source: run.source.clone(),
+                    location: fetched.location.clone(),
+                    found_by: fetched.found_by.clone(),
+                    cloud: run.cloud.clone(),
+                    change_number: last.change_number,
+                    sha256: last.feed_sha256.clone(),
+                    bytes: None,
+                    tag_count: None,
+                    not_modified: true,
+                };
+                return Ok((feed, tags, Vec::new()));
+            }
+        }
+        fetched = source::fetch(&settings.source, settings.cloud, http, None).await?;
+        run.feed_location = Some(fetched.location.clone());
+        run.found_by = Some(fetched.found_by.clone());
+    }
+
+    let selection = &settings.selection;
+    let loaded = source::load(&fetched.content, settings.http.max_bytes, |n| selection.wants(n))?
+        .ok_or_else(|| Error::Internal("the server answered 304 to an unconditional request".into()))?;
+    run.feed_sha256 = Some(loaded.sha256.clone());
+    run.feed_bytes = Some(loaded.bytes);
+    run.change_number = Some(loaded.feed.change_number);
+    run.etag = fetched.validators.etag.clone();
+    run.last_modified = fetched.validators.last_modified.clone();
+
+    loaded.feed.check_cloud(settings.cloud)?;
+    if let Some(prev) = last.as_ref().and_then(|l| l.change_number) {
+        let current = loaded.feed.change_number;
+        if current < prev {
+            if opts.allow_regression {
+                tracing::warn!(current, previous = prev, "accepting a feed whose changeNumber went back (--allow-regression)");
+            } else {
+                return Err(Error::Refused(format!(
+                    "its changeNumber {current} is lower than {prev}, recorded by run {}; it is probably a stale mirror or a lagging API. \
+                     Check the source, or pass --allow-regression to accept it once",
+                    last.as_ref().map_or(0, |l| l.id)
+                )));
+            }
+        }
+    }
+    let tags = selection.resolve(&loaded.feed)?;
+    let mut warnings = Vec::new();
+    for tag in &tags {
+        if tag.prefixes.is_empty() {
+            return Err(Error::Refused(format!(
+                "service tag `{}` lists no prefixes; an empty rule set would open firewalls, so this feed is not used",
+                tag.name
+            )));
+        }
+        for n in &tag.normalized {
+            let w = format!(
+                "service tag `{}`: prefix `{}` has host bits set; using {}",
+                tag.name, n.input, n.network
+            );
+            tracing::warn!("{w}");
+            warnings.push(w);
+        }
+    }
+    let feed = FeedInfo {
+        source: run.source.clone(),
+        location: fetched.location.clone(),
+        found_by: fetched.found_by.clone(),
+        cloud: loaded.feed.cloud.clone(),
+        change_number: Some(loaded.feed.change_number),
+        sha256: Some(loaded.sha256),
+        bytes: Some(loaded.bytes),
+        tag_count: Some(loaded.feed.tag_names.len()),
+        not_modified: false,
+    };
+    Ok((feed, tags.into_iter().map(tag_state).collect(), warnings))
+}
+
+fn tag_state(tag: ServiceTag) -> TagState {
+    TagState {
+        name: tag.name,
+        region: tag.region,
+        change_number: tag.change_number,
+        prefixes: tag.prefixes,
+    }
+}
