@@ -60,6 +60,13 @@ pub async fn run_feed(
     match fetch_and_select(settings, history, http, opts, &mut run).await {
         Ok((feed, tags, warnings)) => {
             let recorded = history.record_success(&run, &tags).await?;
+            tracing::info!(
+                run_id = recorded.run_id,
+                changed = recorded.changed,
+                change_number = feed.change_number,
+                tags = recorded.tags.len(),
+                "recorded the run"
+            );
             let pruned_runs = match settings.retention {
                 Some(retention) => history.prune(retention).await?,
                 None => 0,
@@ -143,6 +150,13 @@ async fn fetch_and_select(
     let selection = &settings.selection;
     let loaded = source::load(&fetched.content, settings.http.max_bytes, |n| selection.wants(n))?
         .ok_or_else(|| Error::Internal("the server answered 304 to an unconditional request".into()))?;
+    tracing::debug!(
+        location = %fetched.location,
+        bytes = loaded.bytes,
+        change_number = loaded.feed.change_number,
+        tags = loaded.feed.tag_names.len(),
+        "read the feed"
+    );
     run.feed_sha256 = Some(loaded.sha256.clone());
     run.feed_bytes = Some(loaded.bytes);
     run.change_number = Some(loaded.feed.change_number);

@@ -1,0 +1,165 @@
+//! Command-line behaviour: output formats, exit codes, documentation that
+//! must match the code.
+
+use crate::util::*;
+
+#[test]
+fn feed_show_prints_counts_and_prefixes() {
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let feed = feed.to_str().expect("utf-8");
+    let run = dir.run(&["--output", "json", "feed", "show", "--feed-file", feed, "--tag", ADT]);
+    run.assert_code(0);
+    let j = run.json();
+    assert_eq!(j["change_number"], 375);
+    let t = &j["tags"][0];
+    assert_eq!(t["ipv4_count"], 289);
+    assert_eq!(t["ipv6_count"], 78);
+    assert_eq!(t["aggregated_count"], 367, "lossless aggregation merges nothing");
+    let expected = tag_prefixes(&std::fs::read(feed).expect("read"), ADT);
+    let shown: std::collections::BTreeSet<String> = t["ipv4"]
+        .as_array()
+        .expect("ipv4")
+        .iter()
+        .chain(t["ipv6"].as_array().expect("ipv6"))
+        .map(|p| p.as_str().expect("prefix").to_owned())
+        .collect();
+    assert_eq!(shown, expected);
+    // Nothing was recorded.
+    assert!(!dir.db().exists());
+
+    let human = dir.run(&["feed", "show", "--feed-file", feed, "--tag", ADT]);
+    human.assert_code(0);
+    assert!(human.stdout.contains("AzureDigitalTwins (changeNumber 52, global): 289 IPv4"), "{}", human.stdout);
+    // Same input, same bytes.
+    assert_eq!(human.stdout, dir.run(&["feed", "show", "--feed-file", feed, "--tag", ADT]).stdout);
+
+    let missing = dir.run(&["feed", "show", "--feed-file", feed, "--tag", "azuredigitaltwins"]);
+    missing.assert_code(3);
+    assert!(missing.stderr.contains("did you mean `AzureDigitalTwins`?"), "{}", missing.stderr);
+}
+
+#[test]
+fn history_and_diff_on_a_fresh_directory_say_what_to_do() {
+    let dir = TestDir::new();
+    let run = dir.run(&["history"]);
+    run.assert_code(4);
+    assert!(run.stderr.contains("run `tagsync sync` first"), "{}", run.stderr);
+    assert!(!dir.db().exists(), "history does not create a database");
+}
+
+#[test]
+fn diff_rejects_unknown_runs_and_tags() {
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    dir.run(&["sync", "--feed-file", feed.to_str().expect("utf-8")]).assert_code(0);
+    let run = dir.run(&["diff", "1", "7"]);
+    run.assert_code(4);
+    assert!(run.stderr.contains("run 7 has no snapshots"), "{}", run.stderr);
+    let run = dir.run(&["diff", "1", "x"]);
+    run.assert_code(2);
+    let run = dir.run(&["diff", "1", "latest", "--tag", "Nope"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("`Nope`"), "{}", run.stderr);
+    let same = dir.run(&["--output", "json", "diff", "1", "latest"]);
+    same.assert_code(0);
+    assert_eq!(same.json()["tags"][0]["added"], serde_json::json!([]));
+}
+
+#[test]
+fn json_errors_on_stdout_and_usage_errors_exit_2() {
+    let dir = TestDir::new();
+    let run = dir.run(&["--output", "json", "sync", "--feed-file", "absent.json"]);
+    run.assert_code(3);
+    let j = run.json();
+    assert_eq!(j["error"]["kind"], "source");
+    assert_eq!(j["error"]["exit_code"], 3);
+    dir.run(&["sync", "--no-such-flag"]).assert_code(2);
+    dir.run(&["--help"]).assert_code(0);
+}
+
+#[test]
+fn json_logs_for_kubernetes() {
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    let run = dir.run(&["--log-format", "json", "-v", "sync", "--feed-file", feed.to_str().expect("utf-8")]);
+    run.assert_code(0);
+    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string(), "{line}");
+    }
+}
+
+#[test]
+fn config_check_reports_the_effective_settings() {
+    let dir = TestDir::new();
+    let cfg = dir.write(
+        "t.toml",
+        "[feed]\ncloud = \"usgov\"\n[tags]\nselect = [\"AzureDigitalTwins\"]\nregions = [\"usgovvirginia\"]\n[database]\nretention = \"2y\"\n",
+    );
+    let run = dir.run_with(
+        &["--config", cfg.to_str().expect("utf-8"), "--output", "json", "config", "check"],
+        &[("TAGSYNC_DB", "/var/lib/tagsync/h.db")],
+    );
+    run.assert_code(0);
+    let j = run.json();
+    assert_eq!(j["cloud"], "usgov");
+    assert_eq!(j["regions"][0], "usgovvirginia");
+    assert_eq!(j["database"], "/var/lib/tagsync/h.db");
+    assert_eq!(j["retention"], "2years");
+    // A flag beats the environment.
+    let run = dir.run_with(
+        &["--config", cfg.to_str().expect("utf-8"), "--db", "flag.db", "--output", "json", "config", "check"],
+        &[("TAGSYNC_DB", "/var/lib/tagsync/h.db")],
+    );
+    assert_eq!(run.json()["database"], "flag.db");
+}
+
+#[test]
+fn readme_documents_every_environment_variable_and_exit_code() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    for (var, _) in tagsync::config::ENV_VARS {
+        assert!(readme.contains(&format!("`{var}`")), "README lacks {var}");
+    }
+    for code in 0..=4 {
+        assert!(readme.contains(&format!("| {code} |")), "README lacks exit code {code}");
+    }
+}
+
+#[test]
+fn retention_prunes_old_runs_but_keeps_the_latest_snapshot() {
+    let dir = TestDir::new();
+    let files = weekly_fixtures();
+    for name in &files[..3] {
+        let f = dir.write("f.json", fixture_bytes(name));
+        dir.run(&["sync", "--feed-file", f.to_str().expect("utf-8")]).assert_code(0);
+    }
+    // Age every run by three years, then sync the same file with retention.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    rt.block_on(async {
+        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
+            .await
+            .expect("open");
+        sqlx::query("UPDATE runs SET started_at = '2023-01-01T00:00:00.000Z'")
+            .execute(&pool)
+            .await
+            .expect("age runs");
+        pool.close().await;
+    });
+    let f = dir.write("f.json", fixture_bytes(&files[3]));
+    let run = dir.run_with(
+        &["--output", "json", "sync", "--feed-file", f.to_str().expect("utf-8")],
+        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
+    );
+    run.assert_code(0);
+    // Runs 1 and 2 are gone; run 3 (the latest snapshot before this run
+    // was recorded) went too once run 4 holds the latest snapshot.
+    let state = db_state(&dir.db());
+    let ids: Vec<i64> = state.runs.iter().map(|r| r.0).collect();
+    assert_eq!(ids, vec![4]);
+    assert_eq!(run.json()["pruned_runs"], 3);
+    assert_eq!(state.snapshots.len(), 1);
+    assert_eq!(state.prefix_sets.len(), 1, "unused prefix sets are deleted");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real binary, real HTTP on 127.0.0.1, a real
+//! SQLite file. One test binary (modules below) so it links once.
+
+mod bad_input;
+mod cli;
+mod concurrency;
+mod download;
+mod fake_http;
+mod props;
+mod replay;
+mod util;

@@ -1,0 +1,122 @@
+//! Property tests: PrefixSet laws and the streaming scanner against a full
+//! serde_json parse.
+
+use std::collections::BTreeSet;
+
+use ipnet::{IpNet, Ipv4Net};
+use iprange::IpRange;
+use proptest::prelude::*;
+use tagsync::feed::scan::scan_with_window;
+use tagsync::prefix::PrefixSet;
+
+/// Small IPv4 prefixes inside 20.0.0.0/20, so overlaps and siblings are common.
+fn small_v4() -> impl Strategy<Value = IpNet> {
+    (0u32..4096, 20u8..=32).prop_map(|(host, len)| {
+        let addr = std::net::Ipv4Addr::from((20u32 << 24) | host);
+        IpNet::V4(Ipv4Net::new(addr, len).expect("valid length").trunc())
+    })
+}
+
+fn v6() -> impl Strategy<Value = IpNet> {
+    (any::<u16>(), 100u8..=128).prop_map(|(host, len)| {
+        let addr = std::net::Ipv6Addr::new(0x2603, 0x1000, 0, 0, 0, 0, 0, host);
+        IpNet::V6(ipnet::Ipv6Net::new(addr, len).expect("valid length").trunc())
+    })
+}
+
+fn set() -> impl Strategy<Value = PrefixSet> {
+    prop::collection::vec(prop_oneof![4 => small_v4(), 1 => v6()], 0..40).prop_map(PrefixSet::from_nets)
+}
+
+fn addresses(s: &PrefixSet) -> BTreeSet<u32> {
+    s.v4()
+        .iter()
+        .flat_map(|n| u32::from(n.network())..=u32::from(n.broadcast()))
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn aggregation_covers_exactly_the_same_addresses(a in set()) {
+        let agg = a.aggregate();
+        prop_assert_eq!(addresses(&agg), addresses(&a));
+        prop_assert!(agg.len() <= a.len());
+        // No two aggregated blocks overlap or could merge further.
+        prop_assert_eq!(agg.aggregate(), agg.clone());
+        // iprange, an independent implementation, agrees on the ranges.
+        let mut range: IpRange<Ipv4Net> = a.v4().iter().copied().collect();
+        range.simplify();
+        let mut ours: Vec<Ipv4Net> = agg.v4().to_vec();
+        let mut theirs: Vec<Ipv4Net> = range.iter().collect();
+        ours.sort();
+        theirs.sort();
+        prop_assert_eq!(ours, theirs);
+        prop_assert_eq!(a.ipv4_addresses(), addresses(&a).len() as u64);
+    }
+
+    #[test]
+    fn difference_laws(a in set(), b in set()) {
+        let a_minus_b = a.difference(&b);
+        let both = a.intersection(&b);
+        // (A - B) and (A ∩ B) partition A.
+        prop_assert_eq!(a_minus_b.union(&both), a.clone());
+        prop_assert!(a_minus_b.intersection(&b).is_empty());
+        prop_assert!(a.difference(&a).is_empty());
+        prop_assert_eq!(a.difference(&PrefixSet::new()), a.clone());
+        // Applying the diff to B gives A back: B - removed + added = A.
+        let added = a.difference(&b);
+        let removed = b.difference(&a);
+        prop_assert_eq!(b.difference(&removed).union(&added), a.clone());
+        // The text form is canonical and round-trips.
+        prop_assert_eq!(PrefixSet::from_lines(&a.to_lines()).expect("parses"), a.clone());
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_at_every_window_size(
+        names in prop::collection::btree_set("[A-Za-z]{1,6}(\\.[A-Za-z]{1,4})?|we\\\\\"ird[{}]", 1..8),
+        window in 1usize..64,
+        keep_mask in any::<u8>(),
+        crlf in any::<bool>(),
+        bom in any::<bool>(),
+        name_last in any::<bool>(),
+    ) {
+        let names: Vec<String> = names.into_iter().collect();
+        let mut values = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let props = serde_json::json!({
+                "changeNumber": i, "region": "r{}", "addressPrefixes": [format!("20.0.{i}.0/24"), "2603:1000::/48"],
+                "networkFeatures": ["API", "NSG"], "note": "brackets ] } [ { and \\\" quotes"
+            });
+            // Key order varies: the scanner must not depend on `name` first.
+            let obj = if name_last {
+                format!("{{\"id\": {id}, \"properties\": {props}, \"name\": {id}}}", id = serde_json::to_string(name).expect("json"))
+            } else {
+                format!("{{\"name\": {id}, \"id\": {id}, \"properties\": {props}}}", id = serde_json::to_string(name).expect("json"))
+            };
+            values.push(obj);
+        }
+        let sep = if crlf { ",\r\n" } else { "," };
+        let mut text = format!("{{\"changeNumber\": \"77\", \"extra\": {{\"a\": [1, {{\"b\": \"}}\"}}]}}, \"cloud\": \"Public\", \"values\": [{}]}}", values.join(sep));
+        if bom {
+            text.insert(0, '\u{feff}');
+        }
+        let keep = |n: &str| names.iter().position(|x| x == n).is_some_and(|i| keep_mask & (1 << (i % 8)) != 0);
+        let scanned = scan_with_window(text.as_bytes(), window, keep).expect("scans");
+        let full: serde_json::Value = serde_json::from_str(text.trim_start_matches('\u{feff}')).expect("valid json");
+        prop_assert_eq!(scanned.change_number, 77);
+        prop_assert_eq!(&scanned.cloud, "Public");
+        let all: Vec<String> = full["values"].as_array().expect("values").iter().map(|v| v["name"].as_str().expect("name").to_owned()).collect();
+        prop_assert_eq!(&scanned.tag_names, &all);
+        for (name, raw) in &scanned.kept {
+            prop_assert!(keep(name));
+            let kept: serde_json::Value = serde_json::from_slice(raw).expect("kept tag is valid JSON");
+            let original = full["values"].as_array().expect("values").iter().find(|v| v["name"] == name.as_str()).expect("present");
+            prop_assert_eq!(&kept, original);
+        }
+        let expected_kept = all.iter().filter(|n| keep(n)).count();
+        prop_assert_eq!(scanned.kept.len(), expected_kept);
+        // Every prefix of a cut body is refused, never mistaken for a feed.
+        let cut = text.len() * (window % 7 + 1) / 9;
+        prop_assert!(scan_with_window(&text.as_bytes()[..cut], window, keep).is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! Helpers: run the real binary in a temporary directory, unpack fixtures,
+//! and read the history database back.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sqlx::Row;
+
+pub const ADT: &str = "AzureDigitalTwins";
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Gunzips a fixture into memory.
+pub fn fixture_bytes(rel: &str) -> Vec<u8> {
+    let file = std::fs::File::open(fixtures().join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .expect("gunzip fixture");
+    out
+}
+
+/// The weekly ADT captures, in date order (file names sort by date).
+pub fn weekly_fixtures() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("adt-weekly"))
+        .expect("adt-weekly fixtures")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".json.gz"))
+        .map(|n| format!("adt-weekly/{n}"))
+        .collect();
+    names.sort();
+    names
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+    }
+
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// A scratch directory the binary runs in.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
+
+    /// Unpacks a gzipped fixture into the directory.
+    pub fn fixture(&self, rel: &str) -> PathBuf {
+        let name = Path::new(rel)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(|n| n.trim_end_matches(".gz").to_owned())
+            .expect("fixture name");
+        self.write(&name, fixture_bytes(rel))
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tagsync"));
+        cmd.current_dir(self.dir.path());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TAGSYNC_") || k == "RUST_LOG" || k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        finish(cmd.output().expect("run tagsync"))
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.path("tagsync.db")
+    }
+}
+
+pub fn finish(out: Output) -> Run {
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The database contents that matter, as comparable values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbState {
+    /// (id, outcome, error_kind)
+    pub runs: Vec<(i64, String, Option<String>)>,
+    /// Every snapshot and prefix set row, rendered.
+    pub snapshots: Vec<String>,
+    pub prefix_sets: Vec<String>,
+}
+
+impl DbState {
+    /// The good history: everything but failed runs.
+    pub fn good(&self) -> (Vec<(i64, String, Option<String>)>, &[String], &[String]) {
+        (
+            self.runs.iter().filter(|r| r.1 != "failed").cloned().collect(),
+            &self.snapshots,
+            &self.prefix_sets,
+        )
+    }
+}
+
+pub fn db_state(path: &Path) -> DbState {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let opts = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .read_only(true);
+        let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open db");
+        let runs = sqlx::query("SELECT id, outcome, error_kind FROM runs ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("runs")
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        let snapshots = sqlx::query(
+            "SELECT id, run_id, tag, region, change_number, prefix_set_id, previous_snapshot_id, changed, added, removed FROM snapshots ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .expect("snapshots")
+        .iter()
+        .map(|r| {
+            format!(
+                "{}|{}|{}|{}|{}|{}|{:?}|{}|{}|{}",
+                r.get::<i64, _>(0),
+                r.get::<i64, _>(1),
+                r.get::<String, _>(2),
+                r.get::<String, _>(3),
+                r.get::<i64, _>(4),
+                r.get::<i64, _>(5),
+                r.get::<Option<i64>, _>(6),
+                r.get::<i64, _>(7),
+                r.get::<String, _>(8),
+                r.get::<String, _>(9)
+            )
+        })
+        .collect();
+        let prefix_sets = sqlx::query("SELECT id, sha256, prefixes FROM prefix_sets ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .expect("prefix sets")
+            .iter()
+            .map(|r| format!("{}|{}|{}", r.get::<i64, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
+            .collect();
+        pool.close().await;
+        DbState {
+            runs,
+            snapshots,
+            prefix_sets,
+        }
+    })
+}
+
+/// The canonical prefixes of one tag in a feed, computed independently of
+/// tagsync's scanner: a full serde_json parse and ipnet.
+pub fn tag_prefixes(feed: &[u8], tag: &str) -> std::collections::BTreeSet<String> {
+    let v: serde_json::Value = serde_json::from_slice(feed).expect("fixture is JSON");
+    let values = v["values"].as_array().expect("values");
+    let t = values
+        .iter()
+        .find(|t| t["name"] == tag)
+        .unwrap_or_else(|| panic!("{tag} in fixture"));
+    t["properties"]["addressPrefixes"]
+        .as_array()
+        .expect("prefixes")
+        .iter()
+        .map(|p| {
+            let net: ipnet::IpNet = p.as_str().expect("string").parse().expect("cidr");
+            net.trunc().to_string()
+        })
+        .collect()
+}
