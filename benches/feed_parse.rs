@@ -10,10 +10,15 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagsync::feed::scan;
 
 fn feed() -> Vec<u8> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/ServiceTags_Public_20251106.json.gz");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/ServiceTags_Public_20251106.json.gz"
+    );
     let mut out = Vec::new();
     let file = std::fs::File::open(path).expect("fixture");
-    flate2::read::GzDecoder::new(file).read_to_end(&mut out).expect("gunzip");
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .expect("gunzip");
     out
 }
 

@@ -8,7 +8,10 @@ use clap::Parser;
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedShowArgs, HistoryArgs, LogFormat, OutputFormat, SyncArgs};
+use crate::cli::{
+    Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedShowArgs, HistoryArgs, LogFormat,
+    OutputFormat, SyncArgs,
+};
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
 use crate::feed::source::{self, Content};
@@ -23,7 +26,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { exit::USAGE } else { exit::OK };
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -36,7 +43,12 @@ pub fn main() -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return report_error(output, &Error::Internal(format!("cannot start the async runtime: {e}"))),
+        Err(e) => {
+            return report_error(
+                output,
+                &Error::Internal(format!("cannot start the async runtime: {e}")),
+            );
+        }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
@@ -98,7 +110,11 @@ fn settings(cli: &Cli, adjust: impl FnOnce(&mut ConfigFile)) -> Result<Settings,
     Ok(file.validate()?)
 }
 
-fn feed_override(file: &mut ConfigFile, feed_file: Option<&std::path::PathBuf>, feed_url: Option<&String>) {
+fn feed_override(
+    file: &mut ConfigFile,
+    feed_file: Option<&std::path::PathBuf>,
+    feed_url: Option<&String>,
+) {
     if let Some(path) = feed_file {
         file.feed.source = SourceKind::File;
         file.feed.file = Some(path.clone());
@@ -109,9 +125,15 @@ fn feed_override(file: &mut ConfigFile, feed_file: Option<&std::path::PathBuf>, 
     }
 }
 
-fn emit<T: Serialize>(output: OutputFormat, value: &T, human: impl FnOnce(&T) -> String) -> Result<(), Error> {
+fn emit<T: Serialize>(
+    output: OutputFormat,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> Result<(), Error> {
     let text = match output {
-        OutputFormat::Json => serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))? + "\n",
+        OutputFormat::Json => {
+            serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))? + "\n"
+        }
         OutputFormat::Human => human(value),
     };
     let mut stdout = std::io::stdout().lock();
@@ -122,10 +144,13 @@ fn emit<T: Serialize>(output: OutputFormat, value: &T, human: impl FnOnce(&T) ->
 }
 
 async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
-    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), args.feed_url.as_ref()))?;
+    let settings = settings(cli, |f| {
+        feed_override(f, args.feed_file.as_ref(), args.feed_url.as_ref())
+    })?;
     let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
     let history = History::open(&settings.db_path, true).await?;
-    let http = HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+    let http =
+        HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
     let opts = SyncOptions {
         allow_regression: args.allow_regression,
     };
@@ -148,8 +173,11 @@ async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
         // The common offline case streams the file without a digest.
         crate::config::SourceSpec::File(path) => Content::File(path.clone()),
         spec => {
-            let http = HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
-            source::fetch(spec, settings.cloud, &http, None).await?.content
+            let http = HttpClient::new(settings.http.clone())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            source::fetch(spec, settings.cloud, &http, None)
+                .await?
+                .content
         }
     };
     let feed = source::scan_content(&content, settings.http.max_bytes, |n| selection.wants(n))?;
@@ -185,30 +213,34 @@ async fn diff_runs(history: &History, args: &DiffArgs) -> Result<render::Diff, E
     let before = history.run_snapshots(from).await?;
     let after = history.run_snapshots(to).await?;
     let mut tags = Vec::new();
-    let names: std::collections::BTreeSet<&String> = before.iter().chain(&after).map(|(n, _, _)| n).collect();
+    let names: std::collections::BTreeSet<&String> =
+        before.iter().chain(&after).map(|(n, _, _)| n).collect();
     for name in names {
         if args.tag.as_ref().is_some_and(|t| t != name) {
             continue;
         }
-        let find = |set: &[(String, u64, PrefixSet)]| set.iter().find(|(n, _, _)| n == name).map(|(_, c, p)| (*c, p.clone()));
+        let find = |set: &[(String, u64, PrefixSet)]| {
+            set.iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, c, p)| (*c, p.clone()))
+        };
         tags.push(render::TagDiff::new(name, find(&before), find(&after)));
     }
-    if let Some(tag) = &args.tag {
-        if tags.is_empty() {
-            return Err(Error::Usage(format!(
-                "neither run {from} nor run {to} recorded tag `{tag}`; `tagsync history --tag {tag}` lists the runs that did"
-            )));
-        }
+    if let Some(tag) = &args.tag
+        && tags.is_empty()
+    {
+        return Err(Error::Usage(format!(
+            "neither run {from} nor run {to} recorded tag `{tag}`; `tagsync history --tag {tag}` lists the runs that did"
+        )));
     }
     Ok(render::Diff { from, to, tags })
 }
 
 async fn run_ref(history: &History, s: &str) -> Result<i64, Error> {
     if s == "latest" {
-        return history
-            .latest_snapshot_run()
-            .await?
-            .ok_or_else(|| Error::Usage("the history has no snapshots yet; run `tagsync sync` first".into()));
+        return history.latest_snapshot_run().await?.ok_or_else(|| {
+            Error::Usage("the history has no snapshots yet; run `tagsync sync` first".into())
+        });
     }
     s.parse().map_err(|_| {
         Error::Usage(format!(

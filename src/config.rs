@@ -170,7 +170,11 @@ fn parse_bytes(s: &str) -> Result<ByteSize, String> {
         "KiB" => 1 << 10,
         "MiB" => 1 << 20,
         "GiB" => 1 << 30,
-        _ => return Err(format!("`{s}` is not a size; write bytes or e.g. \"64MiB\" (B, KiB, MiB, GiB)")),
+        _ => {
+            return Err(format!(
+                "`{s}` is not a size; write bytes or e.g. \"64MiB\" (B, KiB, MiB, GiB)"
+            ));
+        }
     };
     num.parse::<u64>()
         .ok()
@@ -187,7 +191,10 @@ pub struct ConfigError(pub String);
 /// The environment variables tagsync reads, with the setting each sets.
 /// The README's table is checked against this list by a test.
 pub const ENV_VARS: &[(&str, &str)] = &[
-    ("TAGSYNC_CONFIG", "--config: path of the TOML configuration file"),
+    (
+        "TAGSYNC_CONFIG",
+        "--config: path of the TOML configuration file",
+    ),
     ("TAGSYNC_DB", "--db / [database] path"),
     ("TAGSYNC_OUTPUT", "--output: human or json"),
     ("TAGSYNC_LOG_FORMAT", "--log-format: human or json"),
@@ -221,7 +228,8 @@ impl ConfigFile {
 
     /// Applies `TAGSYNC_*` variables (see [`ENV_VARS`]) from `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let bad = |var: &str, why: String| ConfigError(format!("environment variable {var}: {why}"));
+        let bad =
+            |var: &str, why: String| ConfigError(format!("environment variable {var}: {why}"));
         if let Some(v) = get("TAGSYNC_FEED_SOURCE") {
             self.feed.source = SourceKind::parse(v.trim()).ok_or_else(|| {
                 bad(
@@ -282,17 +290,23 @@ impl ConfigFile {
             }
             SourceKind::Url => {
                 let url = feed.url.ok_or_else(|| {
-                    ConfigError("[feed] source = \"url\" needs [feed] url (or TAGSYNC_FEED_URL)".into())
+                    ConfigError(
+                        "[feed] source = \"url\" needs [feed] url (or TAGSYNC_FEED_URL)".into(),
+                    )
                 })?;
                 check_base_url("[feed] url", &url)?;
                 SourceSpec::Url(url)
             }
             SourceKind::File => SourceSpec::File(feed.file.ok_or_else(|| {
-                ConfigError("[feed] source = \"file\" needs [feed] file (or TAGSYNC_FEED_FILE)".into())
+                ConfigError(
+                    "[feed] source = \"file\" needs [feed] file (or TAGSYNC_FEED_FILE)".into(),
+                )
             })?),
         };
         if feed.max_bytes.0 == 0 {
-            return Err(ConfigError("[feed] max_bytes must be greater than 0".into()));
+            return Err(ConfigError(
+                "[feed] max_bytes must be greater than 0".into(),
+            ));
         }
         if feed.timeout.0.is_zero() || feed.connect_timeout.0.is_zero() {
             return Err(ConfigError(
@@ -318,13 +332,13 @@ impl ConfigFile {
                 )));
             }
         }
-        if let Some(r) = self.database.retention {
-            if r.0 < Duration::from_secs(24 * 3600) {
-                return Err(ConfigError(format!(
-                    "[database] retention of {} is shorter than a day; use e.g. \"2y\" or remove it to keep everything",
-                    humantime::format_duration(r.0)
-                )));
-            }
+        if let Some(r) = self.database.retention
+            && r.0 < Duration::from_secs(24 * 3600)
+        {
+            return Err(ConfigError(format!(
+                "[database] retention of {} is shorter than a day; use e.g. \"2y\" or remove it to keep everything",
+                humantime::format_duration(r.0)
+            )));
         }
         Ok(Settings {
             source,
@@ -407,7 +421,9 @@ mod tests {
 
     #[test]
     fn defaults_validate() {
-        let s = ConfigFile::default().validate().expect("defaults are valid");
+        let s = ConfigFile::default()
+            .validate()
+            .expect("defaults are valid");
         assert_eq!(s.selection.tags, vec!["AzureDigitalTwins".to_string()]);
         assert_eq!(s.db_path, PathBuf::from("tagsync.db"));
         assert_eq!(s.http.max_bytes, 64 << 20);
@@ -449,10 +465,13 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(err.0.contains("needs [feed] url"), "{err}");
-        let err = ConfigFile::parse("[feed]\nsource = \"url\"\nurl = \"http://example.com/x\"\n", "t")
-            .expect("parses")
-            .validate()
-            .unwrap_err();
+        let err = ConfigFile::parse(
+            "[feed]\nsource = \"url\"\nurl = \"http://example.com/x\"\n",
+            "t",
+        )
+        .expect("parses")
+        .validate()
+        .unwrap_err();
         assert!(err.0.contains("https"), "{err}");
         let mut c = ConfigFile::default();
         let err = c

@@ -13,7 +13,9 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use time::macros::format_description;
@@ -23,11 +25,17 @@ use crate::prefix::PrefixSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot open the history database {path}: {detail}; check that the directory exists and is writable, or set --db / [database] path")]
+    #[error(
+        "cannot open the history database {path}: {detail}; check that the directory exists and is writable, or set --db / [database] path"
+    )]
     Open { path: String, detail: String },
-    #[error("no history database at {path}; run `tagsync sync` first, or point --db at an existing database")]
+    #[error(
+        "no history database at {path}; run `tagsync sync` first, or point --db at an existing database"
+    )]
     Missing { path: String },
-    #[error("another tagsync run holds the lock on {path} (lock file {lock}); it was not released within {waited:?}. Wait for that run to finish")]
+    #[error(
+        "another tagsync run holds the lock on {path} (lock file {lock}); it was not released within {waited:?}. Wait for that run to finish"
+    )]
     Locked {
         path: String,
         lock: String,
@@ -95,7 +103,8 @@ pub fn now() -> String {
 }
 
 pub fn format_time(t: OffsetDateTime) -> String {
-    let fmt = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
@@ -275,7 +284,11 @@ impl History {
 
     /// The latest snapshot of each of `tags` recorded by run `run_id`, if
     /// that run recorded them all (used when the server answers 304).
-    pub async fn run_tags(&self, run_id: i64, tags: &[String]) -> Result<Option<Vec<TagState>>, HistoryError> {
+    pub async fn run_tags(
+        &self,
+        run_id: i64,
+        tags: &[String],
+    ) -> Result<Option<Vec<TagState>>, HistoryError> {
         let mut out = Vec::with_capacity(tags.len());
         for tag in tags {
             let row = sqlx::query(
@@ -300,12 +313,20 @@ impl History {
 
     /// Records a successful run and its snapshots in one transaction, and
     /// returns what changed for each tag.
-    pub async fn record_success(&self, run: &NewRun, tags: &[TagState]) -> Result<RecordedRun, HistoryError> {
+    pub async fn record_success(
+        &self,
+        run: &NewRun,
+        tags: &[TagState],
+    ) -> Result<RecordedRun, HistoryError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let run_id = insert_run(&mut tx, run, "changed", None).await.map_err(|e| self.err(e))?;
+        let run_id = insert_run(&mut tx, run, "changed", None)
+            .await
+            .map_err(|e| self.err(e))?;
         let mut changes = Vec::with_capacity(tags.len());
         for tag in tags {
-            let change = insert_snapshot(&mut tx, run_id, tag).await.map_err(|e| self.err(e))?;
+            let change = insert_snapshot(&mut tx, run_id, tag)
+                .await
+                .map_err(|e| self.err(e))?;
             changes.push(change);
         }
         let changed = changes.iter().any(TagChange::changed);
@@ -325,7 +346,12 @@ impl History {
     }
 
     /// Records a failed run. Snapshots are not touched.
-    pub async fn record_failure(&self, run: &NewRun, kind: &str, error: &str) -> Result<i64, HistoryError> {
+    pub async fn record_failure(
+        &self,
+        run: &NewRun,
+        kind: &str,
+        error: &str,
+    ) -> Result<i64, HistoryError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let id = insert_run(&mut tx, run, "failed", Some((kind, error)))
             .await
@@ -348,10 +374,12 @@ impl History {
         .await
         .map_err(|e| self.err(e))?
         .rows_affected();
-        sqlx::query("DELETE FROM prefix_sets WHERE id NOT IN (SELECT prefix_set_id FROM snapshots)")
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "DELETE FROM prefix_sets WHERE id NOT IN (SELECT prefix_set_id FROM snapshots)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(deleted)
     }
@@ -427,7 +455,10 @@ impl History {
     }
 
     /// The snapshots recorded by a run: tag name to prefix set.
-    pub async fn run_snapshots(&self, run_id: i64) -> Result<Vec<(String, u64, PrefixSet)>, HistoryError> {
+    pub async fn run_snapshots(
+        &self,
+        run_id: i64,
+    ) -> Result<Vec<(String, u64, PrefixSet)>, HistoryError> {
         let rows = sqlx::query(
             "SELECT s.tag, s.change_number, p.prefixes FROM snapshots s
              JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.run_id = ?1 ORDER BY s.tag",
@@ -458,7 +489,10 @@ impl History {
 }
 
 fn lines(s: &str) -> Vec<String> {
-    s.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+    s.lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 async fn insert_run(
@@ -532,7 +566,10 @@ async fn insert_snapshot(
             } else {
                 let prev = PrefixSet::from_lines(row.get::<&str, _>(3))
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-                (tag.prefixes.difference(&prev), prev.difference(&tag.prefixes))
+                (
+                    tag.prefixes.difference(&prev),
+                    prev.difference(&tag.prefixes),
+                )
             };
             (
                 Some(row.get::<i64, _>(0)),

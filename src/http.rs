@@ -30,7 +30,9 @@ pub fn check_url_allowed(url: &str) -> Result<Url, String> {
         "http" => Err(format!(
             "`{url}` uses plain http; only https is allowed (http only for loopback addresses)"
         )),
-        other => Err(format!("`{url}` uses scheme `{other}`; only https is allowed")),
+        other => Err(format!(
+            "`{url}` uses scheme `{other}`; only https is allowed"
+        )),
     }
 }
 
@@ -59,7 +61,10 @@ impl Validators {
 /// The result of a GET.
 #[derive(Debug)]
 pub enum Fetch {
-    Body { body: Vec<u8>, validators: Validators },
+    Body {
+        body: Vec<u8>,
+        validators: Validators,
+    },
     NotModified,
     /// 404 or 410: the resource is not there (discovery moves on).
     NotFound,
@@ -118,8 +123,13 @@ impl HttpClient {
 
     /// GETs `url` with retries. With `validators`, sends `If-None-Match` /
     /// `If-Modified-Since` and returns [`Fetch::NotModified`] on 304.
-    pub async fn get(&self, url: &str, validators: Option<&Validators>) -> Result<Fetch, HttpError> {
-        self.get_capped(url, validators, self.settings.max_bytes).await
+    pub async fn get(
+        &self,
+        url: &str,
+        validators: Option<&Validators>,
+    ) -> Result<Fetch, HttpError> {
+        self.get_capped(url, validators, self.settings.max_bytes)
+            .await
     }
 
     /// GETs a web page (discovery), capped at 4 MiB.
@@ -143,7 +153,10 @@ impl HttpClient {
             let wait = match self.attempt(url, validators, cap).await {
                 Ok(fetch) => return Ok(fetch),
                 Err(Attempt::Fatal(e)) => return Err(e),
-                Err(Attempt::Retry { detail, retry_after }) => {
+                Err(Attempt::Retry {
+                    detail,
+                    retry_after,
+                }) => {
                     last_error = detail;
                     retry_after.unwrap_or_else(|| backoff(self.settings.retry_backoff, attempt))
                 }
@@ -237,7 +250,12 @@ impl HttpClient {
                     body.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(Attempt::retry(format!("reading the body: {}", describe(&e)))),
+                Err(e) => {
+                    return Err(Attempt::retry(format!(
+                        "reading the body: {}",
+                        describe(&e)
+                    )));
+                }
             }
         }
         Ok(Fetch::Body { body, validators })

@@ -261,7 +261,9 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> PrefixSet {
-        PrefixSet::parse_all(items.iter().copied()).expect("valid").0
+        PrefixSet::parse_all(items.iter().copied())
+            .expect("valid")
+            .0
     }
 
     #[test]
@@ -296,7 +298,10 @@ mod tests {
     fn difference_and_address_counts() {
         let a = set(&["20.0.0.0/31", "20.0.0.2/31", "20.0.1.0/24", "2001:db8::/64"]);
         let b = set(&["20.0.1.0/24"]);
-        assert_eq!(a.difference(&b).to_lines(), "20.0.0.0/31\n20.0.0.2/31\n2001:db8::/64");
+        assert_eq!(
+            a.difference(&b).to_lines(),
+            "20.0.0.0/31\n20.0.0.2/31\n2001:db8::/64"
+        );
         assert_eq!(a.aggregate().v4().len(), 2);
         assert_eq!(a.ipv4_addresses(), 4 + 256);
         assert_eq!(a.ipv6_addresses(), 1u128 << 64);

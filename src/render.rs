@@ -62,7 +62,11 @@ impl SyncReport {
     pub fn new(run: &FeedRun) -> Self {
         Self {
             run_id: run.recorded.run_id,
-            outcome: if run.recorded.changed { "changed" } else { "unchanged" },
+            outcome: if run.recorded.changed {
+                "changed"
+            } else {
+                "unchanged"
+            },
             feed: run.feed.clone(),
             tags: run.recorded.tags.iter().map(TagReport::new).collect(),
             warnings: run.warnings.clone(),
@@ -85,12 +89,24 @@ pub fn sync_human(r: &SyncReport) -> String {
         if f.not_modified {
             ", not modified since the last download".to_owned()
         } else {
-            f.bytes.map(|b| format!(", {b} bytes, {} tags", f.tag_count.unwrap_or(0))).unwrap_or_default()
+            f.bytes
+                .map(|b| format!(", {b} bytes, {} tags", f.tag_count.unwrap_or(0)))
+                .unwrap_or_default()
         }
     );
     let _ = writeln!(out, "source: {} ({})", f.location, f.found_by);
-    let width = r.tags.iter().map(|t| t.name.len()).max().unwrap_or(3).max(3);
-    let _ = writeln!(out, "{:<width$}  {:>6}  {:>4}  {:>4}  SINCE LAST", "TAG", "CHANGE", "IPV4", "IPV6");
+    let width = r
+        .tags
+        .iter()
+        .map(|t| t.name.len())
+        .max()
+        .unwrap_or(3)
+        .max(3);
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>6}  {:>4}  {:>4}  SINCE LAST",
+        "TAG", "CHANGE", "IPV4", "IPV6"
+    );
     for t in &r.tags {
         let since = if t.first {
             "first snapshot".to_owned()
@@ -105,7 +121,11 @@ pub fn sync_human(r: &SyncReport) -> String {
         } else {
             "unchanged".to_owned()
         };
-        let _ = writeln!(out, "{:<width$}  {:>6}  {:>4}  {:>4}  {since}", t.name, t.change_number, t.ipv4, t.ipv6);
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>6}  {:>4}  {:>4}  {since}",
+            t.name, t.change_number, t.ipv4, t.ipv6
+        );
         if !t.first {
             for p in &t.added {
                 let _ = writeln!(out, "  + {p}");
@@ -119,7 +139,11 @@ pub fn sync_human(r: &SyncReport) -> String {
         let _ = writeln!(out, "warning: {w}");
     }
     if r.pruned_runs > 0 {
-        let _ = writeln!(out, "pruned {} old runs ([database] retention)", r.pruned_runs);
+        let _ = writeln!(
+            out,
+            "pruned {} old runs ([database] retention)",
+            r.pruned_runs
+        );
     }
     out
 }
@@ -181,13 +205,27 @@ impl FeedShow {
 
 pub fn feed_show_human(r: &FeedShow) -> String {
     let mut out = String::with_capacity(16 * 1024);
-    let _ = writeln!(out, "feed: cloud {}, changeNumber {}, {} tags", r.cloud, r.change_number, r.tag_count);
+    let _ = writeln!(
+        out,
+        "feed: cloud {}, changeNumber {}, {} tags",
+        r.cloud, r.change_number, r.tag_count
+    );
     for t in &r.tags {
-        let region = if t.region.is_empty() { "global".to_owned() } else { t.region.clone() };
+        let region = if t.region.is_empty() {
+            "global".to_owned()
+        } else {
+            t.region.clone()
+        };
         let _ = writeln!(
             out,
             "\n{} (changeNumber {}, {}): {} IPv4 ({} addresses) + {} IPv6 prefixes, {} after aggregation",
-            t.name, t.change_number, region, t.ipv4_count, t.ipv4_addresses, t.ipv6_count, t.aggregated_count
+            t.name,
+            t.change_number,
+            region,
+            t.ipv4_count,
+            t.ipv4_addresses,
+            t.ipv6_count,
+            t.aggregated_count
         );
         for p in t.ipv4.iter().chain(&t.ipv6) {
             out.push_str(p);
@@ -216,11 +254,19 @@ pub fn history_human(runs: &[RunEntry]) -> String {
             r.outcome,
             cn,
             r.source,
-            if r.not_modified { " (304 not modified)" } else { "" }
+            if r.not_modified {
+                " (304 not modified)"
+            } else {
+                ""
+            }
         );
         if let Some(e) = &r.error {
             let first = e.lines().next().unwrap_or_default();
-            let _ = writeln!(out, "           {}: {first}", r.error_kind.as_deref().unwrap_or("error"));
+            let _ = writeln!(
+                out,
+                "           {}: {first}",
+                r.error_kind.as_deref().unwrap_or("error")
+            );
         }
         for s in &r.tags {
             let what = if s.changed && s.added.is_empty() && s.removed.is_empty() {
@@ -258,7 +304,11 @@ pub struct TagDiff {
 }
 
 impl TagDiff {
-    pub fn new(tag: &str, before: Option<(u64, PrefixSet)>, after: Option<(u64, PrefixSet)>) -> Self {
+    pub fn new(
+        tag: &str,
+        before: Option<(u64, PrefixSet)>,
+        after: Option<(u64, PrefixSet)>,
+    ) -> Self {
         let empty = PrefixSet::new();
         let b = before.as_ref().map_or(&empty, |(_, p)| p);
         let a = after.as_ref().map_or(&empty, |(_, p)| p);
@@ -329,7 +379,9 @@ impl ConfigReport {
             tags: s.selection.tags.clone(),
             regions: s.selection.regions.clone(),
             database: s.db_path.display().to_string(),
-            retention: s.retention.map(|d| humantime::format_duration(d).to_string()),
+            retention: s
+                .retention
+                .map(|d| humantime::format_duration(d).to_string()),
             max_bytes: s.http.max_bytes,
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
@@ -342,9 +394,15 @@ pub fn config_human(r: &ConfigReport) -> String {
     let _ = writeln!(
         out,
         "configuration is valid ({})",
-        r.config_file.as_deref().unwrap_or("no file: built-in defaults")
+        r.config_file
+            .as_deref()
+            .unwrap_or("no file: built-in defaults")
     );
-    let _ = writeln!(out, "feed:      {} {} (cloud {})", r.source, r.location, r.cloud);
+    let _ = writeln!(
+        out,
+        "feed:      {} {} (cloud {})",
+        r.source, r.location, r.cloud
+    );
     let _ = writeln!(out, "tags:      {}", r.tags.join(", "));
     if !r.regions.is_empty() {
         let _ = writeln!(out, "regions:   {}", r.regions.join(", "));
@@ -355,6 +413,10 @@ pub fn config_human(r: &ConfigReport) -> String {
         r.database,
         r.retention.as_deref().unwrap_or("keep everything")
     );
-    let _ = writeln!(out, "http:      timeout {}, {} retries, cap {} bytes", r.timeout, r.retries, r.max_bytes);
+    let _ = writeln!(
+        out,
+        "http:      timeout {}, {} retries, cap {} bytes",
+        r.timeout, r.retries, r.max_bytes
+    );
     out
 }

@@ -79,7 +79,9 @@ pub async fn run_feed(
             })
         }
         Err(e) => {
-            let id = history.record_failure(&run, e.kind(), &e.to_string()).await?;
+            let id = history
+                .record_failure(&run, e.kind(), &e.to_string())
+                .await?;
             tracing::info!(run_id = id, kind = e.kind(), "recorded the failed run");
             Err(e)
         }
@@ -111,7 +113,8 @@ async fn fetch_and_select(
             },
         })
     });
-    let mut fetched = source::fetch(&settings.source, settings.cloud, http, previous.as_ref()).await?;
+    let mut fetched =
+        source::fetch(&settings.source, settings.cloud, http, previous.as_ref()).await?;
     run.feed_location = Some(fetched.location.clone());
     run.found_by = Some(fetched.found_by.clone());
 
@@ -148,8 +151,10 @@ async fn fetch_and_select(
     }
 
     let selection = &settings.selection;
-    let loaded = source::load(&fetched.content, settings.http.max_bytes, |n| selection.wants(n))?
-        .ok_or_else(|| Error::Internal("the server answered 304 to an unconditional request".into()))?;
+    let loaded = source::load(&fetched.content, settings.http.max_bytes, |n| {
+        selection.wants(n)
+    })?
+    .ok_or_else(|| Error::Internal("the server answered 304 to an unconditional request".into()))?;
     tracing::debug!(
         location = %fetched.location,
         bytes = loaded.bytes,
@@ -168,7 +173,11 @@ async fn fetch_and_select(
         let current = loaded.feed.change_number;
         if current < prev {
             if opts.allow_regression {
-                tracing::warn!(current, previous = prev, "accepting a feed whose changeNumber went back (--allow-regression)");
+                tracing::warn!(
+                    current,
+                    previous = prev,
+                    "accepting a feed whose changeNumber went back (--allow-regression)"
+                );
             } else {
                 return Err(Error::Refused(format!(
                     "its changeNumber {current} is lower than {prev}, recorded by run {}; it is probably a stale mirror or a lagging API. \

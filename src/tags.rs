@@ -150,7 +150,12 @@ mod tests {
 
     #[test]
     fn regions_match_arm_names_and_feed_spelling() {
-        for wanted in ["francecentral", "FranceCentral", "centralfrance", "france-central"] {
+        for wanted in [
+            "francecentral",
+            "FranceCentral",
+            "centralfrance",
+            "france-central",
+        ] {
             let sel = TagSelection::new(vec!["AzureDigitalTwins".into()], vec![wanted.into()]);
             assert!(!sel.wants("AzureDigitalTwinsX"));
             let tags = resolve(&sel).expect("resolves");

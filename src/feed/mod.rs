@@ -58,15 +58,21 @@ impl std::fmt::Display for Cloud {
 /// Why a feed body was refused. Each message names what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("the feed is an HTML page, not the service tags JSON (the download link probably moved): {hint}")]
+    #[error(
+        "the feed is an HTML page, not the service tags JSON (the download link probably moved): {hint}"
+    )]
     Html { hint: String },
-    #[error("the feed is larger than the {limit} byte cap ([feed] max_bytes); refusing it. Raise max_bytes if Microsoft's file really grew that much")]
+    #[error(
+        "the feed is larger than the {limit} byte cap ([feed] max_bytes); refusing it. Raise max_bytes if Microsoft's file really grew that much"
+    )]
     TooLarge { limit: u64 },
     #[error("could not read the feed: {detail}")]
     Read { detail: String },
     #[error("the feed is empty")]
     Empty,
-    #[error("the feed is truncated: the JSON ends early ({detail}); the download was probably cut off, try again")]
+    #[error(
+        "the feed is truncated: the JSON ends early ({detail}); the download was probably cut off, try again"
+    )]
     Truncated { detail: String },
     #[error("the feed is not valid service tags JSON: {detail}")]
     Malformed { detail: String },
@@ -74,13 +80,17 @@ pub enum FeedError {
     NoValues,
     #[error("the feed is for cloud `{found}` but cloud `{expected}` is configured ([feed] cloud)")]
     WrongCloud { expected: String, found: String },
-    #[error("service tag `{tag}` is not in the feed (the feed has {tag_count} tags){suggestion}; check [tags] select, names are case-sensitive")]
+    #[error(
+        "service tag `{tag}` is not in the feed (the feed has {tag_count} tags){suggestion}; check [tags] select, names are case-sensitive"
+    )]
     MissingTag {
         tag: String,
         tag_count: usize,
         suggestion: String,
     },
-    #[error("service tag `{tag}` has no regional sub-tag for region `{region}`; regions with a sub-tag: {available}")]
+    #[error(
+        "service tag `{tag}` has no regional sub-tag for region `{region}`; regions with a sub-tag: {available}"
+    )]
     NoRegionalSubtag {
         tag: String,
         region: String,
@@ -214,13 +224,13 @@ fn parse_tag(name: &str, raw: &[u8]) -> Result<ServiceTag, FeedError> {
         detail: e.to_string(),
     })?;
     let props = tag.properties;
-    let (prefixes, normalized) =
-        PrefixSet::parse_all(props.address_prefixes.iter().map(|p| p.as_ref())).map_err(
-            |source| FeedError::BadPrefix {
-                tag: name.to_owned(),
-                source,
-            },
-        )?;
+    let (prefixes, normalized) = PrefixSet::parse_all(
+        props.address_prefixes.iter().map(|p| p.as_ref()),
+    )
+    .map_err(|source| FeedError::BadPrefix {
+        tag: name.to_owned(),
+        source,
+    })?;
     Ok(ServiceTag {
         name: tag.name.into_owned(),
         region: props.region.into_owned(),
@@ -250,7 +260,10 @@ mod tests {
         assert_eq!(feed.tag_names.len(), 2);
         let tag = feed.tag("AzureDigitalTwins").expect("present");
         assert_eq!(tag.change_number, 3);
-        assert_eq!(tag.prefixes.to_lines(), "20.36.125.120/29\n2603:1000:4::/64");
+        assert_eq!(
+            tag.prefixes.to_lines(),
+            "20.36.125.120/29\n2603:1000:4::/64"
+        );
         assert_eq!(tag.normalized.len(), 1);
         let regional = feed.tag("AzureDigitalTwins.WestEurope").expect("present");
         assert_eq!(regional.region, "westeurope");
@@ -266,14 +279,23 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_feed() {
-        assert!(matches!(scan(&b"  <!DOCTYPE html><html>"[..], |_| true), Err(FeedError::Html { .. })));
-        assert!(matches!(scan(&b"  \n"[..], |_| true), Err(FeedError::Empty)));
+        assert!(matches!(
+            scan(&b"  <!DOCTYPE html><html>"[..], |_| true),
+            Err(FeedError::Html { .. })
+        ));
+        assert!(matches!(
+            scan(&b"  \n"[..], |_| true),
+            Err(FeedError::Empty)
+        ));
         assert!(matches!(
             scan(&SMALL.as_bytes()[..SMALL.len() / 2], |_| true),
             Err(FeedError::Truncated { .. })
         ));
         assert!(matches!(
-            scan(&br#"{"changeNumber": 1, "cloud": "Public", "values": []}"#[..], |_| true),
+            scan(
+                &br#"{"changeNumber": 1, "cloud": "Public", "values": []}"#[..],
+                |_| true
+            ),
             Err(FeedError::NoValues)
         ));
         assert!(matches!(
@@ -286,8 +308,14 @@ mod tests {
     fn missing_tag_and_wrong_cloud_are_errors() {
         let feed = scan(SMALL.as_bytes(), |_| true).expect("valid feed");
         let err = feed.tag("azuredigitaltwins").unwrap_err();
-        assert!(err.to_string().contains("did you mean `AzureDigitalTwins`"), "{err}");
+        assert!(
+            err.to_string().contains("did you mean `AzureDigitalTwins`"),
+            "{err}"
+        );
         assert!(feed.check_cloud(Cloud::Public).is_ok());
-        assert!(matches!(feed.check_cloud(Cloud::China), Err(FeedError::WrongCloud { .. })));
+        assert!(matches!(
+            feed.check_cloud(Cloud::China),
+            Err(FeedError::WrongCloud { .. })
+        ));
     }
 }

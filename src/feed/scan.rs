@@ -184,7 +184,10 @@ impl<R: Read> Window<R> {
                 return Ok(None);
             }
             let rest = &self.buf[self.pos..self.end];
-            match rest.iter().position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t')) {
+            match rest
+                .iter()
+                .position(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+            {
                 Some(i) => {
                     self.pos += i;
                     return Ok(Some(self.buf[self.pos]));
@@ -499,7 +502,10 @@ impl<R: Read> Scanner<'_, R> {
                 None => return Err(truncated("the end of the `values` list")),
             }
             if self.input.next_non_ws()? != Some(b'{') {
-                return Err(malformed(format!("`values` item {} is not an object", names.len())));
+                return Err(malformed(format!(
+                    "`values` item {} is not an object",
+                    names.len()
+                )));
             }
             self.input.start_capture();
             self.input.bump();
@@ -543,9 +549,8 @@ impl<R: Read> Scanner<'_, R> {
                         #[serde(borrow)]
                         name: Cow<'a, str>,
                     }
-                    let parsed: NameOnly = serde_json::from_slice(&raw).map_err(|e| {
-                        malformed(format!("`values` item {}: {e}", names.len()))
-                    })?;
+                    let parsed: NameOnly = serde_json::from_slice(&raw)
+                        .map_err(|e| malformed(format!("`values` item {}: {e}", names.len())))?;
                     let name = parsed.name.into_owned();
                     if (self.keep)(&name) {
                         kept.push((name.clone(), raw));

@@ -296,7 +296,10 @@ fn scan_hashed<R: Read>(
     std::io::copy(&mut metered, &mut std::io::sink()).map_err(|e| FeedError::Read {
         detail: e.to_string(),
     })?;
-    let sha256 = metered.hasher.map(|h| hex(&h.finalize())).unwrap_or_default();
+    let sha256 = metered
+        .hasher
+        .map(|h| hex(&h.finalize()))
+        .unwrap_or_default();
     Ok(Loaded {
         feed,
         sha256,
@@ -329,7 +332,9 @@ impl<R: Read> Read for MeteredReader<R> {
         let n = self.inner.read(buf)?;
         self.bytes += n as u64;
         if self.bytes > self.cap {
-            return Err(std::io::Error::other(FeedError::TooLarge { limit: self.cap }));
+            return Err(std::io::Error::other(FeedError::TooLarge {
+                limit: self.cap,
+            }));
         }
         if let Some(h) = &mut self.hasher {
             h.update(&buf[..n]);
@@ -340,10 +345,12 @@ impl<R: Read> Read for MeteredReader<R> {
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -367,7 +374,10 @@ mod tests {
     fn size_cap_refuses_while_reading() {
         let body = br#"{"changeNumber": 1, "cloud": "Public", "values": [{"name": "A", "properties": {"changeNumber": 1, "addressPrefixes": []}}]}"#;
         let err = load(&Content::Bytes(body.to_vec()), 20, |_| true).unwrap_err();
-        assert!(matches!(err, LoadError::Feed(FeedError::TooLarge { limit: 20 })), "{err:?}");
+        assert!(
+            matches!(err, LoadError::Feed(FeedError::TooLarge { limit: 20 })),
+            "{err:?}"
+        );
         let ok = load(&Content::Bytes(body.to_vec()), 10_000, |_| true)
             .expect("fits")
             .expect("content");

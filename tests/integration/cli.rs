@@ -8,14 +8,26 @@ fn feed_show_prints_counts_and_prefixes() {
     let dir = TestDir::new();
     let feed = dir.fixture("ServiceTags_Public_20251106.json.gz");
     let feed = feed.to_str().expect("utf-8");
-    let run = dir.run(&["--output", "json", "feed", "show", "--feed-file", feed, "--tag", ADT]);
+    let run = dir.run(&[
+        "--output",
+        "json",
+        "feed",
+        "show",
+        "--feed-file",
+        feed,
+        "--tag",
+        ADT,
+    ]);
     run.assert_code(0);
     let j = run.json();
     assert_eq!(j["change_number"], 375);
     let t = &j["tags"][0];
     assert_eq!(t["ipv4_count"], 289);
     assert_eq!(t["ipv6_count"], 78);
-    assert_eq!(t["aggregated_count"], 367, "lossless aggregation merges nothing");
+    assert_eq!(
+        t["aggregated_count"], 367,
+        "lossless aggregation merges nothing"
+    );
     let expected = tag_prefixes(&std::fs::read(feed).expect("read"), ADT);
     let shown: std::collections::BTreeSet<String> = t["ipv4"]
         .as_array()
@@ -30,13 +42,34 @@ fn feed_show_prints_counts_and_prefixes() {
 
     let human = dir.run(&["feed", "show", "--feed-file", feed, "--tag", ADT]);
     human.assert_code(0);
-    assert!(human.stdout.contains("AzureDigitalTwins (changeNumber 52, global): 289 IPv4"), "{}", human.stdout);
+    assert!(
+        human
+            .stdout
+            .contains("AzureDigitalTwins (changeNumber 52, global): 289 IPv4"),
+        "{}",
+        human.stdout
+    );
     // Same input, same bytes.
-    assert_eq!(human.stdout, dir.run(&["feed", "show", "--feed-file", feed, "--tag", ADT]).stdout);
+    assert_eq!(
+        human.stdout,
+        dir.run(&["feed", "show", "--feed-file", feed, "--tag", ADT])
+            .stdout
+    );
 
-    let missing = dir.run(&["feed", "show", "--feed-file", feed, "--tag", "azuredigitaltwins"]);
+    let missing = dir.run(&[
+        "feed",
+        "show",
+        "--feed-file",
+        feed,
+        "--tag",
+        "azuredigitaltwins",
+    ]);
     missing.assert_code(3);
-    assert!(missing.stderr.contains("did you mean `AzureDigitalTwins`?"), "{}", missing.stderr);
+    assert!(
+        missing.stderr.contains("did you mean `AzureDigitalTwins`?"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -44,7 +77,11 @@ fn history_and_diff_on_a_fresh_directory_say_what_to_do() {
     let dir = TestDir::new();
     let run = dir.run(&["history"]);
     run.assert_code(4);
-    assert!(run.stderr.contains("run `tagsync sync` first"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("run `tagsync sync` first"),
+        "{}",
+        run.stderr
+    );
     assert!(!dir.db().exists(), "history does not create a database");
 }
 
@@ -52,10 +89,15 @@ fn history_and_diff_on_a_fresh_directory_say_what_to_do() {
 fn diff_rejects_unknown_runs_and_tags() {
     let dir = TestDir::new();
     let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
-    dir.run(&["sync", "--feed-file", feed.to_str().expect("utf-8")]).assert_code(0);
+    dir.run(&["sync", "--feed-file", feed.to_str().expect("utf-8")])
+        .assert_code(0);
     let run = dir.run(&["diff", "1", "7"]);
     run.assert_code(4);
-    assert!(run.stderr.contains("run 7 has no snapshots"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("run 7 has no snapshots"),
+        "{}",
+        run.stderr
+    );
     let run = dir.run(&["diff", "1", "x"]);
     run.assert_code(2);
     let run = dir.run(&["diff", "1", "latest", "--tag", "Nope"]);
@@ -82,12 +124,24 @@ fn json_errors_on_stdout_and_usage_errors_exit_2() {
 fn json_logs_for_kubernetes() {
     let dir = TestDir::new();
     let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
-    let run = dir.run(&["--log-format", "json", "-v", "sync", "--feed-file", feed.to_str().expect("utf-8")]);
+    let run = dir.run(&[
+        "--log-format",
+        "json",
+        "-v",
+        "sync",
+        "--feed-file",
+        feed.to_str().expect("utf-8"),
+    ]);
     run.assert_code(0);
-    let lines: Vec<&str> = run.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert!(!lines.is_empty());
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string(), "{line}");
     }
 }
@@ -100,7 +154,14 @@ fn config_check_reports_the_effective_settings() {
         "[feed]\ncloud = \"usgov\"\n[tags]\nselect = [\"AzureDigitalTwins\"]\nregions = [\"usgovvirginia\"]\n[database]\nretention = \"2y\"\n",
     );
     let run = dir.run_with(
-        &["--config", cfg.to_str().expect("utf-8"), "--output", "json", "config", "check"],
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--output",
+            "json",
+            "config",
+            "check",
+        ],
         &[("TAGSYNC_DB", "/var/lib/tagsync/h.db")],
     );
     run.assert_code(0);
@@ -111,7 +172,16 @@ fn config_check_reports_the_effective_settings() {
     assert_eq!(j["retention"], "2years");
     // A flag beats the environment.
     let run = dir.run_with(
-        &["--config", cfg.to_str().expect("utf-8"), "--db", "flag.db", "--output", "json", "config", "check"],
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--db",
+            "flag.db",
+            "--output",
+            "json",
+            "config",
+            "check",
+        ],
         &[("TAGSYNC_DB", "/var/lib/tagsync/h.db")],
     );
     assert_eq!(run.json()["database"], "flag.db");
@@ -119,12 +189,16 @@ fn config_check_reports_the_effective_settings() {
 
 #[test]
 fn readme_documents_every_environment_variable_and_exit_code() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
     for (var, _) in tagsync::config::ENV_VARS {
         assert!(readme.contains(&format!("`{var}`")), "README lacks {var}");
     }
     for code in 0..=4 {
-        assert!(readme.contains(&format!("| {code} |")), "README lacks exit code {code}");
+        assert!(
+            readme.contains(&format!("| {code} |")),
+            "README lacks exit code {code}"
+        );
     }
 }
 
@@ -134,14 +208,20 @@ fn retention_prunes_old_runs_but_keeps_the_latest_snapshot() {
     let files = weekly_fixtures();
     for name in &files[..3] {
         let f = dir.write("f.json", fixture_bytes(name));
-        dir.run(&["sync", "--feed-file", f.to_str().expect("utf-8")]).assert_code(0);
+        dir.run(&["sync", "--feed-file", f.to_str().expect("utf-8")])
+            .assert_code(0);
     }
     // Age every run by three years, then sync the same file with retention.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
     rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()))
-            .await
-            .expect("open");
+        let pool = sqlx::SqlitePool::connect_with(
+            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()),
+        )
+        .await
+        .expect("open");
         sqlx::query("UPDATE runs SET started_at = '2023-01-01T00:00:00.000Z'")
             .execute(&pool)
             .await
@@ -150,7 +230,13 @@ fn retention_prunes_old_runs_but_keeps_the_latest_snapshot() {
     });
     let f = dir.write("f.json", fixture_bytes(&files[3]));
     let run = dir.run_with(
-        &["--output", "json", "sync", "--feed-file", f.to_str().expect("utf-8")],
+        &[
+            "--output",
+            "json",
+            "sync",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+        ],
         &[("TAGSYNC_DATABASE_RETENTION", "2y")],
     );
     run.assert_code(0);

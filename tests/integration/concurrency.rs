@@ -9,7 +9,9 @@ use crate::util::*;
 fn a_second_sync_waits_briefly_then_reports_the_lock() {
     let feed = fixture_bytes("ServiceTags_Public_20251106.json.gz");
     // The first run holds the lock while its download takes 3 s.
-    let server = FakeServer::start(move |_| Response::json(200, feed.clone()).delayed(Duration::from_secs(3)));
+    let server = FakeServer::start(move |_| {
+        Response::json(200, feed.clone()).delayed(Duration::from_secs(3))
+    });
     let dir = TestDir::new();
     let cfg = dir.write(
         "tagsync.toml",
@@ -25,7 +27,11 @@ fn a_second_sync_waits_briefly_then_reports_the_lock() {
     std::thread::sleep(Duration::from_millis(800));
     let second = dir.run(&["--config", cfg, "sync"]);
     second.assert_code(4);
-    assert!(second.stderr.contains("another tagsync run holds the lock"), "{}", second.stderr);
+    assert!(
+        second.stderr.contains("another tagsync run holds the lock"),
+        "{}",
+        second.stderr
+    );
     let first = finish(first.wait_with_output().expect("first finishes"));
     first.assert_code(0);
     let state = db_state(&dir.db());

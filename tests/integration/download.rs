@@ -15,7 +15,10 @@ fn config(dir: &TestDir, server: &FakeServer, extra: &str) -> String {
         "[feed]\nlanding_base = \"{base}\"\ndownload_base = \"{base}\"\ntimeout = \"1s\"\nconnect_timeout = \"1s\"\nretries = 1\nretry_backoff = \"10ms\"\n{extra}",
         base = server.base()
     );
-    dir.write("tagsync.toml", text).to_str().expect("utf-8").to_owned()
+    dir.write("tagsync.toml", text)
+        .to_str()
+        .expect("utf-8")
+        .to_owned()
 }
 
 fn sync(dir: &TestDir, cfg: &str) -> Run {
@@ -45,7 +48,10 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
     let bodies_sent = Arc::new(AtomicUsize::new(0));
     let counter = bodies_sent.clone();
     let server = FakeServer::start(move |req| {
-        let link = format!("http://{}{FILE_DIR}/ServiceTags_Public_20251110.json", req.header("host").unwrap_or_default());
+        let link = format!(
+            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
+            req.header("host").unwrap_or_default()
+        );
         match req.path_only() {
             "/download/details.aspx" => details_page(&link),
             p if p == format!("{FILE_DIR}/ServiceTags_Public_20251110.json") => {
@@ -69,7 +75,12 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
     assert_eq!(first["feed"]["found_by"], "details page");
     assert_eq!(first["feed"]["change_number"], 375);
     assert_eq!(first["tags"][0]["ipv4"], 289);
-    assert!(first["feed"]["location"].as_str().expect("url").ends_with("ServiceTags_Public_20251110.json"));
+    assert!(
+        first["feed"]["location"]
+            .as_str()
+            .expect("url")
+            .ends_with("ServiceTags_Public_20251110.json")
+    );
 
     let second = sync(&dir, &cfg);
     second.assert_code(0);
@@ -77,15 +88,27 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
     assert_eq!(second["feed"]["not_modified"], true);
     assert_eq!(second["outcome"], "unchanged");
     assert_eq!(second["tags"][0]["ipv4"], 289);
-    assert_eq!(bodies_sent.load(Ordering::SeqCst), 1, "the second run downloaded nothing");
+    assert_eq!(
+        bodies_sent.load(Ordering::SeqCst),
+        1,
+        "the second run downloaded nothing"
+    );
     let conditional = server
         .requests()
         .into_iter()
         .filter(|r| r.path_only().ends_with(".json"))
         .nth(1)
         .expect("second download request");
-    assert_eq!(conditional.header("if-modified-since"), Some("Mon, 10 Nov 2025 08:00:00 GMT"));
-    assert!(conditional.header("user-agent").expect("ua").starts_with("tagsync/"));
+    assert_eq!(
+        conditional.header("if-modified-since"),
+        Some("Mon, 10 Nov 2025 08:00:00 GMT")
+    );
+    assert!(
+        conditional
+            .header("user-agent")
+            .expect("ua")
+            .starts_with("tagsync/")
+    );
 
     // A changed selection cannot reuse the 304: it downloads again.
     let third = dir.run_with(
@@ -93,7 +116,10 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
         &[("TAGSYNC_TAGS_REGIONS", "westeurope")],
     );
     third.assert_code(0);
-    assert_eq!(third.json()["tags"][0]["name"], "AzureDigitalTwins.WestEurope");
+    assert_eq!(
+        third.json()["tags"][0]["name"],
+        "AzureDigitalTwins.WestEurope"
+    );
     assert_eq!(bodies_sent.load(Ordering::SeqCst), 2);
 }
 
@@ -101,10 +127,15 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
 fn confirmation_page_when_details_page_is_missing() {
     let feed = feed_2025();
     let server = FakeServer::start(move |req| {
-        let link = format!("http://{}{FILE_DIR}/ServiceTags_Public_20251110.json", req.header("host").unwrap_or_default());
+        let link = format!(
+            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
+            req.header("host").unwrap_or_default()
+        );
         match req.path_only() {
             "/download/confirmation.aspx" => details_page(&link),
-            p if p.ends_with("ServiceTags_Public_20251110.json") => Response::json(200, feed.to_vec()),
+            p if p.ends_with("ServiceTags_Public_20251110.json") => {
+                Response::json(200, feed.to_vec())
+            }
             _ => Response::new(404, "not found"),
         }
     });
@@ -129,10 +160,17 @@ fn fixed_url_probing_when_both_pages_have_no_link() {
     let dir = TestDir::new();
     let run = sync(&dir, &config(&dir, &server, ""));
     run.assert_code(0);
-    let found_by = run.json()["feed"]["found_by"].as_str().expect("found_by").to_owned();
+    let found_by = run.json()["feed"]["found_by"]
+        .as_str()
+        .expect("found_by")
+        .to_owned();
     assert_eq!(found_by, format!("fixed URL for {}", date_days_ago(2)));
     // It probed today, yesterday, then found the file.
-    let probes = server.requests().iter().filter(|r| r.path_only().ends_with(".json")).count();
+    let probes = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_only().ends_with(".json"))
+        .count();
     assert_eq!(probes, 3);
 }
 
@@ -146,7 +184,10 @@ fn nothing_found_lists_every_strategy_and_records_a_failed_run() {
     assert!(run.stderr.contains("confirmation page"), "{}", run.stderr);
     assert!(run.stderr.contains("all 404"), "{}", run.stderr);
     let state = db_state(&dir.db());
-    assert_eq!(state.runs, vec![(1, "failed".to_owned(), Some("source".to_owned()))]);
+    assert_eq!(
+        state.runs,
+        vec![(1, "failed".to_owned(), Some("source".to_owned()))]
+    );
     assert!(state.snapshots.is_empty());
 }
 
@@ -154,7 +195,10 @@ fn nothing_found_lists_every_strategy_and_records_a_failed_run() {
 fn slow_details_page_times_out_and_discovery_moves_on() {
     let feed = feed_2025();
     let server = FakeServer::start(move |req| {
-        let link = format!("http://{}{FILE_DIR}/ServiceTags_Public_20251110.json", req.header("host").unwrap_or_default());
+        let link = format!(
+            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
+            req.header("host").unwrap_or_default()
+        );
         match req.path_only() {
             "/download/details.aspx" => details_page(&link).delayed(Duration::from_secs(3)),
             "/download/confirmation.aspx" => details_page(&link),
@@ -167,7 +211,11 @@ fn slow_details_page_times_out_and_discovery_moves_on() {
     run.assert_code(0);
     assert_eq!(run.json()["feed"]["found_by"], "confirmation page");
     // retries = 1: the slow page was asked twice.
-    let asked = server.requests().iter().filter(|r| r.path_only() == "/download/details.aspx").count();
+    let asked = server
+        .requests()
+        .iter()
+        .filter(|r| r.path_only() == "/download/details.aspx")
+        .count();
     assert_eq!(asked, 2);
 }
 
@@ -184,7 +232,14 @@ fn server_errors_are_retried_with_retry_after() {
         }
     });
     let dir = TestDir::new();
-    let cfg = config(&dir, &server, &format!("source = \"url\"\nurl = \"{}/pinned.json\"\n", server.base()));
+    let cfg = config(
+        &dir,
+        &server,
+        &format!(
+            "source = \"url\"\nurl = \"{}/pinned.json\"\n",
+            server.base()
+        ),
+    );
     let started = std::time::Instant::now();
     let run = sync(&dir, &cfg);
     run.assert_code(0);
@@ -198,7 +253,8 @@ fn server_errors_are_retried_with_retry_after() {
 fn broken_responses_are_refused_and_recorded() {
     let feed = feed_2025();
     let server = FakeServer::start(move |req| match req.path_only() {
-        "/html.json" => Response::new(200, "<!DOCTYPE html><html><body>Sign in</body></html>").header("Content-Type", "text/html"),
+        "/html.json" => Response::new(200, "<!DOCTYPE html><html><body>Sign in</body></html>")
+            .header("Content-Type", "text/html"),
         "/cut.json" => Response::json(200, feed.to_vec()).cut_after(100_000),
         "/big.json" => Response::json(200, feed.to_vec()),
         "/error.json" => Response::new(500, "oops"),
@@ -208,20 +264,35 @@ fn broken_responses_are_refused_and_recorded() {
     let cases: [(&str, &str, &str); 5] = [
         ("/html.json", "", "HTML page"),
         ("/cut.json", "", "after 2 attempts"),
-        ("/big.json", "max_bytes = \"1MiB\"\n", "larger than the 1048576 byte cap"),
+        (
+            "/big.json",
+            "max_bytes = \"1MiB\"\n",
+            "larger than the 1048576 byte cap",
+        ),
         ("/error.json", "", "HTTP 500"),
         ("/forbidden.json", "", "HTTP 403"),
     ];
     for (path, extra, expect) in cases {
         let dir = TestDir::new();
-        let cfg = config(&dir, &server, &format!("source = \"url\"\nurl = \"{}\"\n{extra}", server.url(path)));
+        let cfg = config(
+            &dir,
+            &server,
+            &format!("source = \"url\"\nurl = \"{}\"\n{extra}", server.url(path)),
+        );
         let run = sync(&dir, &cfg);
         run.assert_code(3);
-        assert!(run.stderr.contains(expect), "{path}: expected `{expect}` in\n{}", run.stderr);
+        assert!(
+            run.stderr.contains(expect),
+            "{path}: expected `{expect}` in\n{}",
+            run.stderr
+        );
         let state = db_state(&dir.db());
         assert_eq!(state.runs.len(), 1, "{path}");
         assert_eq!(state.runs[0].1, "failed");
-        assert!(state.snapshots.is_empty() && state.prefix_sets.is_empty(), "{path}");
+        assert!(
+            state.snapshots.is_empty() && state.prefix_sets.is_empty(),
+            "{path}"
+        );
     }
 }
 
@@ -230,9 +301,16 @@ fn plain_http_to_a_remote_host_is_a_config_error() {
     let dir = TestDir::new();
     let run = dir.run_with(
         &["sync"],
-        &[("TAGSYNC_FEED_SOURCE", "url"), ("TAGSYNC_FEED_URL", "http://download.example.com/f.json")],
+        &[
+            ("TAGSYNC_FEED_SOURCE", "url"),
+            ("TAGSYNC_FEED_URL", "http://download.example.com/f.json"),
+        ],
     );
     run.assert_code(2);
-    assert!(run.stderr.contains("only https is allowed"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("only https is allowed"),
+        "{}",
+        run.stderr
+    );
     assert!(!dir.db().exists());
 }

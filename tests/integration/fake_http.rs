@@ -106,7 +106,11 @@ impl FakeServer {
                 }
             });
         }
-        Self { port, requests, stop }
+        Self {
+            port,
+            requests,
+            stop,
+        }
     }
 
     pub fn base(&self) -> String {
@@ -188,7 +192,10 @@ fn serve(conn: TcpStream, handler: &Handler, requests: &Mutex<Vec<Request>>) {
             return;
         }
         if !head_only {
-            let n = resp.cut_after.unwrap_or(resp.body.len()).min(resp.body.len());
+            let n = resp
+                .cut_after
+                .unwrap_or(resp.body.len())
+                .min(resp.body.len());
             if conn.write_all(&resp.body[..n]).is_err() {
                 return;
             }

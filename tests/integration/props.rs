@@ -20,12 +20,17 @@ fn small_v4() -> impl Strategy<Value = IpNet> {
 fn v6() -> impl Strategy<Value = IpNet> {
     (any::<u16>(), 100u8..=128).prop_map(|(host, len)| {
         let addr = std::net::Ipv6Addr::new(0x2603, 0x1000, 0, 0, 0, 0, 0, host);
-        IpNet::V6(ipnet::Ipv6Net::new(addr, len).expect("valid length").trunc())
+        IpNet::V6(
+            ipnet::Ipv6Net::new(addr, len)
+                .expect("valid length")
+                .trunc(),
+        )
     })
 }
 
 fn set() -> impl Strategy<Value = PrefixSet> {
-    prop::collection::vec(prop_oneof![4 => small_v4(), 1 => v6()], 0..40).prop_map(PrefixSet::from_nets)
+    prop::collection::vec(prop_oneof![4 => small_v4(), 1 => v6()], 0..40)
+        .prop_map(PrefixSet::from_nets)
 }
 
 fn addresses(s: &PrefixSet) -> BTreeSet<u32> {

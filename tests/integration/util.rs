@@ -15,7 +15,8 @@ pub fn fixtures() -> PathBuf {
 
 /// Gunzips a fixture into memory.
 pub fn fixture_bytes(rel: &str) -> Vec<u8> {
-    let file = std::fs::File::open(fixtures().join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
+    let file =
+        std::fs::File::open(fixtures().join(rel)).unwrap_or_else(|e| panic!("fixture {rel}: {e}"));
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(file)
         .read_to_end(&mut out)
@@ -44,8 +45,12 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
     }
 
     #[track_caller]
@@ -95,7 +100,11 @@ impl TestDir {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tagsync"));
         cmd.current_dir(self.dir.path());
         for (k, _) in std::env::vars() {
-            if k.starts_with("TAGSYNC_") || k == "RUST_LOG" || k.starts_with("AZURE_") || k == "IDENTITY_ENDPOINT" {
+            if k.starts_with("TAGSYNC_")
+                || k == "RUST_LOG"
+                || k.starts_with("AZURE_")
+                || k == "IDENTITY_ENDPOINT"
+            {
                 cmd.env_remove(k);
             }
         }
@@ -128,11 +137,13 @@ pub fn finish(out: Output) -> Run {
     }
 }
 
+/// A run row: (id, outcome, error_kind).
+pub type RunRow = (i64, String, Option<String>);
+
 /// The database contents that matter, as comparable values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DbState {
-    /// (id, outcome, error_kind)
-    pub runs: Vec<(i64, String, Option<String>)>,
+    pub runs: Vec<RunRow>,
     /// Every snapshot and prefix set row, rendered.
     pub snapshots: Vec<String>,
     pub prefix_sets: Vec<String>,
@@ -140,9 +151,13 @@ pub struct DbState {
 
 impl DbState {
     /// The good history: everything but failed runs.
-    pub fn good(&self) -> (Vec<(i64, String, Option<String>)>, &[String], &[String]) {
+    pub fn good(&self) -> (Vec<RunRow>, &[String], &[String]) {
         (
-            self.runs.iter().filter(|r| r.1 != "failed").cloned().collect(),
+            self.runs
+                .iter()
+                .filter(|r| r.1 != "failed")
+                .cloned()
+                .collect(),
             &self.snapshots,
             &self.prefix_sets,
         )
