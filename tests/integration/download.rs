@@ -37,6 +37,14 @@ fn details_page(link: &str) -> Response {
     .header("Content-Type", "text/html")
 }
 
+/// The file URL the fake pages link to, on the fake's own host.
+fn file_link(req: &crate::fake_http::Request) -> String {
+    format!(
+        "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
+        req.header("host").unwrap_or_default()
+    )
+}
+
 fn date_days_ago(days: i64) -> String {
     let d = time::OffsetDateTime::now_utc().date() - time::Duration::days(days);
     format!("{:04}{:02}{:02}", d.year(), u8::from(d.month()), d.day())
@@ -48,10 +56,7 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
     let bodies_sent = Arc::new(AtomicUsize::new(0));
     let counter = bodies_sent.clone();
     let server = FakeServer::start(move |req| {
-        let link = format!(
-            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
-            req.header("host").unwrap_or_default()
-        );
+        let link = file_link(req);
         match req.path_only() {
             "/download/details.aspx" => details_page(&link),
             p if p == format!("{FILE_DIR}/ServiceTags_Public_20251110.json") => {
@@ -127,10 +132,7 @@ fn details_page_link_then_etag_makes_the_second_run_download_nothing() {
 fn confirmation_page_when_details_page_is_missing() {
     let feed = feed_2025();
     let server = FakeServer::start(move |req| {
-        let link = format!(
-            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
-            req.header("host").unwrap_or_default()
-        );
+        let link = file_link(req);
         match req.path_only() {
             "/download/confirmation.aspx" => details_page(&link),
             p if p.ends_with("ServiceTags_Public_20251110.json") => {
@@ -195,10 +197,7 @@ fn nothing_found_lists_every_strategy_and_records_a_failed_run() {
 fn slow_details_page_times_out_and_discovery_moves_on() {
     let feed = feed_2025();
     let server = FakeServer::start(move |req| {
-        let link = format!(
-            "http://{}{FILE_DIR}/ServiceTags_Public_20251110.json",
-            req.header("host").unwrap_or_default()
-        );
+        let link = file_link(req);
         match req.path_only() {
             "/download/details.aspx" => details_page(&link).delayed(Duration::from_secs(3)),
             "/download/confirmation.aspx" => details_page(&link),
