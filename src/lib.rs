@@ -22,6 +22,7 @@
 //!   the human and JSON output of each command.
 //! - [`error`]: the top-level error and the documented exit codes.
 
+pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -29,7 +30,9 @@ pub mod error;
 pub mod feed;
 pub mod history;
 pub mod http;
+pub mod plan;
 pub mod prefix;
 pub mod render;
 pub mod sync;
 pub mod tags;
+pub mod targets;

@@ -236,6 +236,22 @@ impl FromIterator<IpNet> for PrefixSet {
     }
 }
 
+/// Serialized as a list of prefix strings in canonical order.
+impl serde::Serialize for PrefixSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(|n| n.to_string()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PrefixSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let items = Vec::<String>::deserialize(d)?;
+        PrefixSet::parse_all(items.iter().map(String::as_str))
+            .map(|(set, _)| set)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for PrefixSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_lines())

@@ -1,0 +1,468 @@
+//! The Azure Resource Manager client: plain reqwest + serde.
+//!
+//! Every call carries a bearer token (cached until shortly before it
+//! expires). Throttling (429), server errors, timeouts, connection errors and
+//! "another operation is in progress" conflicts are retried with exponential
+//! backoff and jitter, always honouring `Retry-After`, within a per-run
+//! deadline. Errors keep Azure's code and message; a 403 names the action
+//! that was missing. 201/202 answers are polled through
+//! `Azure-AsyncOperation` or `Location`, defensively: the writes tagsync
+//! makes are synchronous today.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use azure_core::credentials::TokenCredential;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::http::{backoff, check_url_allowed, user_agent};
+
+/// Settings of the ARM client.
+#[derive(Debug, Clone)]
+pub struct ArmSettings {
+    pub resource_manager: String,
+    pub scope: String,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    /// The whole run must finish within this.
+    pub deadline: Duration,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ArmError {
+    #[error("{method} {path}: HTTP {status} {code}: {message}{hint}")]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        code: String,
+        message: String,
+        hint: String,
+    },
+    #[error("{method} {path}: {detail} (after {attempts} attempts)")]
+    Transport {
+        method: String,
+        path: String,
+        detail: String,
+        attempts: u32,
+    },
+    #[error("{method} {path}: the run's deadline passed; {detail}")]
+    Deadline {
+        method: String,
+        path: String,
+        detail: String,
+    },
+    #[error("cannot get an Azure token: {0}")]
+    Auth(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ArmError {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ArmError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A short bounded label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ArmError::Api { status: 403, .. } => "forbidden",
+            ArmError::Api { status: 404, .. } => "not-found",
+            ArmError::Api { status, .. } if *status < 500 => "rejected",
+            ArmError::Api { .. } => "server-error",
+            ArmError::Transport { .. } => "transport",
+            ArmError::Deadline { .. } => "deadline",
+            ArmError::Auth(_) => "auth",
+            ArmError::Invalid(_) => "invalid-response",
+        }
+    }
+}
+
+struct CachedToken {
+    token: String,
+    refresh_at: Instant,
+}
+
+/// The Resource Manager client of one run.
+#[derive(Clone)]
+pub struct ArmClient {
+    http: reqwest::Client,
+    settings: Arc<ArmSettings>,
+    credential: Arc<dyn TokenCredential>,
+    token: Arc<Mutex<Option<CachedToken>>>,
+    deadline: Instant,
+}
+
+impl ArmClient {
+    pub fn new(settings: ArmSettings, credential: Arc<dyn TokenCredential>) -> Result<Self, ArmError> {
+        check_url_allowed(&settings.resource_manager)
+            .map_err(|e| ArmError::Invalid(format!("[azure] resource_manager: {e}")))?;
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent())
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| ArmError::Invalid(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            deadline: Instant::now() + settings.deadline,
+            settings: Arc::new(settings),
+            credential,
+            token: Arc::new(Mutex::new(None)),
+        })
+    }
+
+    async fn bearer(&self) -> Result<String, ArmError> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
+            return Ok(t.token.clone());
+        }
+        let scope = self.settings.scope.as_str();
+        let token = self
+            .credential
+            .get_token(&[scope], None)
+            .await
+            .map_err(|e| ArmError::Auth(e.to_string()))?;
+        // Refresh five minutes before expiry (or halfway for short tokens).
+        let left = (token.expires_on - time::OffsetDateTime::now_utc()).unsigned_abs();
+        let margin = Duration::from_secs(300).min(left / 2);
+        let value = token.token.secret().to_owned();
+        *cached = Some(CachedToken {
+            token: value.clone(),
+            refresh_at: Instant::now() + left.saturating_sub(margin),
+        });
+        Ok(value)
+    }
+
+    /// GET a resource (`path` starts with `/subscriptions/...`).
+    pub async fn get(&self, path: &str, api_version: &str, action: &str) -> Result<Value, ArmError> {
+        self.fetch(path, api_version, action).await
+    }
+
+    pub async fn put(&self, path: &str, api_version: &str, body: &Value, action: &str) -> Result<Value, ArmError> {
+        self.call(Method::PUT, path, api_version, Some(body), action).await
+    }
+
+    pub async fn patch(&self, path: &str, api_version: &str, body: &Value, action: &str) -> Result<Value, ArmError> {
+        self.call(Method::PATCH, path, api_version, Some(body), action).await
+    }
+
+    /// GET an absolute URL on the Resource Manager host (`nextLink`).
+    pub async fn get_url(&self, url: &str, action: &str) -> Result<Value, ArmError> {
+        let base = self.settings.resource_manager.trim_end_matches('/');
+        let path = url
+            .strip_prefix(base)
+            .ok_or_else(|| ArmError::Invalid(format!("refusing to follow a link off the Resource Manager host: {url}")))?;
+        self.request(Method::GET, path, None, action).await.map(|(_, v)| v)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let full = format!("{path}{sep}api-version={api_version}");
+        let (headers, value) = self.request(method.clone(), &full, body, action).await?;
+        if headers.status_pending {
+            return self.poll(&method, path, api_version, &headers, action).await;
+        }
+        Ok(value)
+    }
+
+    /// A plain GET without long-running-operation handling (the poll's
+    /// final read).
+    async fn fetch(&self, path: &str, api_version: &str, action: &str) -> Result<Value, ArmError> {
+        let full = format!("{path}?api-version={api_version}");
+        self.request(Method::GET, &full, None, action).await.map(|(_, v)| v)
+    }
+
+    /// Follows a long-running operation to its end, then returns the
+    /// resource (from the final poll, or a fresh GET).
+    async fn poll(
+        &self,
+        method: &Method,
+        path: &str,
+        api_version: &str,
+        first: &Answer,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        let base = self.settings.resource_manager.trim_end_matches('/');
+        let mut wait = first.retry_after.unwrap_or(Duration::from_secs(1));
+        loop {
+            self.check_deadline(method.as_str(), path, "while waiting for a long-running operation")?;
+            tokio::time::sleep(wait).await;
+            if let Some(url) = &first.async_operation {
+                let p = url.strip_prefix(base).unwrap_or(url);
+                let (answer, status) = self.request(Method::GET, p, None, action).await?;
+                wait = answer.retry_after.unwrap_or(wait);
+                match status["status"].as_str().unwrap_or_default() {
+                    "Succeeded" => {
+                        return self.fetch(path, api_version, action).await;
+                    }
+                    "Failed" | "Canceled" => {
+                        let (code, message) = error_fields(&status);
+                        return Err(ArmError::Api {
+                            method: method.to_string(),
+                            path: path.to_owned(),
+                            status: 200,
+                            code: if code.is_empty() { "OperationFailed".into() } else { code },
+                            message,
+                            hint: String::new(),
+                        });
+                    }
+                    _ => continue,
+                }
+            } else if let Some(url) = &first.location {
+                let p = url.strip_prefix(base).unwrap_or(url);
+                let (answer, value) = self.request(Method::GET, p, None, action).await?;
+                if !answer.status_pending {
+                    return if value.is_null() {
+                        self.fetch(path, api_version, action).await
+                    } else {
+                        Ok(value)
+                    };
+                }
+                wait = answer.retry_after.unwrap_or(wait);
+            } else {
+                return self.fetch(path, api_version, action).await;
+            }
+        }
+    }
+
+    fn check_deadline(&self, method: &str, path: &str, detail: &str) -> Result<(), ArmError> {
+        if Instant::now() >= self.deadline {
+            return Err(ArmError::Deadline {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                detail: detail.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One logical request with retries. Returns the answer's headers of
+    /// interest and its JSON body (null when empty).
+    async fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Option<&Value>,
+        action: &str,
+    ) -> Result<(Answer, Value), ArmError> {
+        let url = format!("{}{}", self.settings.resource_manager.trim_end_matches('/'), path_and_query);
+        let shown_path = path_and_query.split('?').next().unwrap_or(path_and_query).to_owned();
+        let attempts = self.settings.retries + 1;
+        let mut last = String::new();
+        for attempt in 1..=attempts {
+            self.check_deadline(method.as_str(), &shown_path, &last)?;
+            let token = self.bearer().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), &url)
+                .header(AUTHORIZATION, format!("Bearer {token}"));
+            if let Some(b) = body {
+                req = req.header(CONTENT_TYPE, "application/json").body(b.to_string());
+            }
+            let (retry_after, detail) = match req.send().await {
+                Err(e) => (None, describe(&e)),
+                Ok(resp) => {
+                    let status = resp.status();
+                    let answer = Answer::from_headers(resp.headers(), status);
+                    let bytes = match resp.bytes().await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            last = format!("reading the response: {}", describe(&e));
+                            self.wait_before_retry(attempt, attempts, None, &method, &shown_path, &last).await?;
+                            continue;
+                        }
+                    };
+                    let value: Value = if bytes.is_empty() {
+                        Value::Null
+                    } else {
+                        match serde_json::from_slice(&bytes) {
+                            Ok(v) => v,
+                            Err(_) if !status.is_success() => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+                            Err(e) => {
+                                return Err(ArmError::Invalid(format!(
+                                    "{method} {shown_path}: the response is not JSON ({e})"
+                                )));
+                            }
+                        }
+                    };
+                    if status.is_success() {
+                        return Ok((answer, value));
+                    }
+                    let (code, message) = error_fields(&value);
+                    if retryable(status, &code, &message) {
+                        (answer.retry_after, format!("HTTP {} {code}: {message}", status.as_u16()))
+                    } else {
+                        return Err(ArmError::Api {
+                            method: method.to_string(),
+                            path: shown_path,
+                            status: status.as_u16(),
+                            hint: hint(status, action),
+                            code,
+                            message,
+                        });
+                    }
+                }
+            };
+            last = detail;
+            self.wait_before_retry(attempt, attempts, retry_after, &method, &shown_path, &last).await?;
+        }
+        Err(ArmError::Transport {
+            method: method.to_string(),
+            path: shown_path,
+            detail: last,
+            attempts,
+        })
+    }
+
+    async fn wait_before_retry(
+        &self,
+        attempt: u32,
+        attempts: u32,
+        retry_after: Option<Duration>,
+        method: &Method,
+        path: &str,
+        last: &str,
+    ) -> Result<(), ArmError> {
+        if attempt >= attempts {
+            return Ok(());
+        }
+        let wait = retry_after.unwrap_or_else(|| backoff(self.settings.retry_backoff, attempt));
+        if Instant::now() + wait > self.deadline {
+            return Err(ArmError::Deadline {
+                method: method.to_string(),
+                path: path.to_owned(),
+                detail: format!("the next retry ({}s away) falls after it; last error: {last}", wait.as_secs()),
+            });
+        }
+        tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = last, "Azure request failed, retrying");
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
+/// What tagsync reads from an answer's headers.
+#[derive(Debug, Default)]
+struct Answer {
+    status_pending: bool,
+    retry_after: Option<Duration>,
+    async_operation: Option<String>,
+    location: Option<String>,
+}
+
+impl Answer {
+    fn from_headers(h: &HeaderMap, status: StatusCode) -> Self {
+        let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Self {
+            status_pending: status == StatusCode::CREATED || status == StatusCode::ACCEPTED,
+            retry_after: h
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs),
+            async_operation: get("azure-asyncoperation"),
+            location: get("location"),
+        }
+    }
+}
+
+/// Azure's error code and message, from `{"error": {...}}` or the flat
+/// `{"code", "message"}` some older APIs send.
+fn error_fields(v: &Value) -> (String, String) {
+    let e = if v.get("error").is_some_and(Value::is_object) {
+        &v["error"]
+    } else {
+        v
+    };
+    let code = e["code"].as_str().unwrap_or_default().to_owned();
+    let mut message = e["message"]
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| v.as_str().map(|s| s.chars().take(300).collect()))
+        .unwrap_or_default();
+    if let Some(target) = e["target"].as_str() {
+        message.push_str(&format!(" (target {target})"));
+    }
+    (code, message)
+}
+
+fn retryable(status: StatusCode, code: &str, message: &str) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::REQUEST_TIMEOUT
+        || status.is_server_error()
+        || (status == StatusCode::CONFLICT
+            && (code == "StorageAccountOperationInProgress"
+                || message.contains("40901")
+                || message.contains("conflicting operation")))
+}
+
+fn hint(status: StatusCode, action: &str) -> String {
+    match status.as_u16() {
+        403 => format!(
+            ". tagsync needs the permission `{action}` on this resource; assign the least-privilege custom role \
+             \"tagsync operator\" (README, \"Least privilege\") at the resource's scope"
+        ),
+        401 => ". The token was rejected: check the identity's tenant and [azure] cloud".into(),
+        404 => ". Check the target's resource_id (subscription, resource group, name)".into(),
+        _ => String::new(),
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    };
+    let mut out = kind.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_error_shapes_are_read() {
+        let nested = serde_json::json!({"error": {"code": "BadRequest", "message": "The provided ip address mask does not follow the CIDR notation.", "target": "ipMask"}});
+        assert_eq!(
+            error_fields(&nested),
+            ("BadRequest".into(), "The provided ip address mask does not follow the CIDR notation. (target ipMask)".into())
+        );
+        let flat = serde_json::json!({"code": "Conflict", "message": "busy"});
+        assert_eq!(error_fields(&flat), ("Conflict".into(), "busy".into()));
+    }
+
+    #[test]
+    fn conflicts_in_progress_are_retried_other_client_errors_not() {
+        assert!(retryable(StatusCode::TOO_MANY_REQUESTS, "", ""));
+        assert!(retryable(StatusCode::SERVICE_UNAVAILABLE, "", ""));
+        assert!(retryable(StatusCode::CONFLICT, "StorageAccountOperationInProgress", ""));
+        assert!(retryable(StatusCode::CONFLICT, "Conflict", "SubCode=40901. Another conflicting operation is in progress."));
+        assert!(!retryable(StatusCode::CONFLICT, "Conflict", "exists"));
+        assert!(!retryable(StatusCode::BAD_REQUEST, "InvalidValuesForRequestParameters", ""));
+        assert!(!retryable(StatusCode::FORBIDDEN, "AuthorizationFailed", ""));
+    }
+}

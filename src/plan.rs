@@ -1,0 +1,427 @@
+//! The plan: what tagsync would change on one target, and why. A pure value.
+//!
+//! Computed from the desired rules (the selected tags' prefixes in the form
+//! the target stores), the live rules, the ownership ledger, the target's
+//! capabilities and the policy, it is the only input to applying. Dry-run
+//! renders it and stops; `plan --out` saves it; `apply` writes exactly it.
+//!
+//! The rules it follows:
+//! - Only owned rules are ever removed; every other rule is foreign and kept
+//!   as it is. A desired prefix already present as a foreign rule stays
+//!   foreign (it is not silently adopted).
+//! - Add before remove: new prefixes are added at once; an owned prefix that
+//!   left the tag is removed only once it has been out of the tag for
+//!   `removal_grace`, so a lagging Azure never locks traffic out.
+//! - Guards refuse, with the numbers: a rule set that would leave an Event
+//!   Hubs or Service Bus namespace with no rules at all (which opens it to
+//!   the Internet), removing more than `max_removal_ratio` of the owned
+//!   rules in one run (unless forced), and a result over the rule budget.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::prefix::PrefixSet;
+
+/// What a kind of target can hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Maximum number of rules that count against the budget.
+    pub budget: usize,
+    /// Whether virtual network rules count against the same budget.
+    pub vnet_rules_share_budget: bool,
+    /// Whether an empty rule set opens the resource to the Internet.
+    pub empty_means_open: bool,
+    pub ipv6: bool,
+}
+
+/// One owned prefix in the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owned {
+    /// When tagsync last saw this prefix in the target's desired set
+    /// (RFC 3339, the history's format).
+    pub last_desired_at: String,
+}
+
+/// The ownership ledger of one target: the rules tagsync wrote.
+pub type Ledger = BTreeMap<IpNet, Owned>;
+
+/// The live state a plan is computed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveRules {
+    /// IP rules, canonical (one prefix per rule).
+    pub ip: PrefixSet,
+    /// Virtual network rules present (they count when the budget is shared).
+    pub vnet_rules: usize,
+    /// IP rule objects that are not a parsable prefix or repeat one: kept
+    /// as they are, and counted against the budget.
+    pub other_ip_rules: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub removal_grace: Duration,
+    pub max_removal_ratio: f64,
+    /// `--force`: lift the removal-ratio guard.
+    pub force: bool,
+}
+
+/// Why a plan is refused. The label is bounded (a metric label later).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub guard: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub used_before: usize,
+    pub used_after: usize,
+    pub budget: usize,
+}
+
+/// The plan for one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetPlan {
+    pub add: PrefixSet,
+    pub remove: PrefixSet,
+    /// Owned rules that stay (still desired).
+    pub keep: PrefixSet,
+    /// Owned rules that left the tag but are inside their grace period.
+    pub pending_removal: PrefixSet,
+    /// Live rules tagsync does not own; never touched.
+    pub foreign: PrefixSet,
+    /// Desired prefixes present as foreign rules (not adopted).
+    pub desired_foreign: PrefixSet,
+    /// The IP rules after applying.
+    pub result: PrefixSet,
+    pub capacity: Capacity,
+    pub warnings: Vec<String>,
+    pub refusals: Vec<Refusal>,
+}
+
+impl TargetPlan {
+    pub fn has_changes(&self) -> bool {
+        !self.add.is_empty() || !self.remove.is_empty()
+    }
+
+    pub fn refused(&self) -> bool {
+        !self.refusals.is_empty()
+    }
+}
+
+/// Computes the plan. `desired` is already in the target's rule form.
+pub fn plan(
+    desired: &PrefixSet,
+    live: &LiveRules,
+    ledger: &Ledger,
+    caps: &Capabilities,
+    policy: &Policy,
+    now: OffsetDateTime,
+) -> TargetPlan {
+    let owned_all = PrefixSet::from_nets(ledger.keys().copied());
+    let owned_live = live.ip.intersection(&owned_all);
+    let foreign = live.ip.difference(&owned_all);
+    let desired_foreign = desired.intersection(&foreign);
+    let add = desired.difference(&live.ip);
+    let keep = owned_live.intersection(desired);
+    let leaving = owned_live.difference(desired);
+
+    let grace_over = |net: &IpNet| {
+        ledger
+            .get(net)
+            .and_then(|o| parse_time(&o.last_desired_at))
+            .is_none_or(|t| now - t >= policy.removal_grace)
+    };
+    let mut remove = PrefixSet::from_nets(leaving.iter().filter(grace_over));
+    let mut pending_removal = leaving.difference(&remove);
+
+    let extra = live.other_ip_rules
+        + if caps.vnet_rules_share_budget {
+            live.vnet_rules
+        } else {
+            0
+        };
+    let mut warnings = Vec::new();
+    let mut refusals = Vec::new();
+
+    // The rules that must be there: foreign, kept, added.
+    let needed = foreign.len() + keep.len() + add.len() + extra;
+    if needed + pending_removal.len() > caps.budget && needed <= caps.budget {
+        // Rules in their grace period would push the set over the budget:
+        // the leaving rules go first, so the new ones fit.
+        warnings.push(format!(
+            "{} rules that left the tag are removed before their grace period ends, so the {} new ones fit the budget of {}",
+            pending_removal.len(),
+            add.len(),
+            caps.budget
+        ));
+        remove = remove.union(&pending_removal);
+        pending_removal = PrefixSet::new();
+    }
+    let result = live.ip.difference(&remove).union(&add);
+    let used_after = result.len() + extra;
+    let capacity = Capacity {
+        used_before: live.ip.len() + extra,
+        used_after,
+        budget: caps.budget,
+    };
+
+    if used_after > caps.budget {
+        refusals.push(Refusal {
+            guard: "budget".into(),
+            message: format!(
+                "the rule set needs {used_after} rules but the target holds {}: {} desired, {} foreign IP rules{}. \
+                 Select a regional sub-tag ([tags] regions or the target's tags) or raise max_rules if the resource allows more",
+                caps.budget,
+                desired.len(),
+                foreign.len(),
+                if caps.vnet_rules_share_budget && live.vnet_rules > 0 {
+                    format!(", {} virtual network rules sharing the budget", live.vnet_rules)
+                } else {
+                    String::new()
+                }
+            ),
+        });
+    }
+    if caps.empty_means_open && result.is_empty() && live.vnet_rules == 0 {
+        refusals.push(Refusal {
+            guard: "empty-rule-set".into(),
+            message: "the result would have no IP and no virtual network rules, which opens the namespace to the Internet; refusing to write it".into(),
+        });
+    }
+    if !owned_live.is_empty() && !policy.force {
+        let ratio = remove.len() as f64 / owned_live.len() as f64;
+        if ratio > policy.max_removal_ratio {
+            refusals.push(Refusal {
+                guard: "removal-ratio".into(),
+                message: format!(
+                    "the plan removes {} of the {} owned rules ({:.0}%), more than max_removal_ratio {:.0}%; \
+                     check the feed, then run with --force if this is intended",
+                    remove.len(),
+                    owned_live.len(),
+                    ratio * 100.0,
+                    policy.max_removal_ratio * 100.0
+                ),
+            });
+        }
+    }
+    if !desired_foreign.is_empty() {
+        warnings.push(format!(
+            "{} desired prefixes already exist as rules tagsync does not own; they are kept as they are (`tagsync targets adopt` takes them over)",
+            desired_foreign.len()
+        ));
+    }
+    if !pending_removal.is_empty() {
+        warnings.push(format!(
+            "{} prefixes left the tag and are kept until their removal grace period of {} ends",
+            pending_removal.len(),
+            humantime::format_duration(policy.removal_grace)
+        ));
+    }
+    TargetPlan {
+        add,
+        remove,
+        keep,
+        pending_removal,
+        foreign,
+        desired_foreign,
+        result,
+        capacity,
+        warnings,
+        refusals,
+    }
+}
+
+fn parse_time(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> PrefixSet {
+        PrefixSet::parse_all(items.iter().copied()).expect("valid").0
+    }
+
+    fn caps(budget: usize) -> Capabilities {
+        Capabilities {
+            budget,
+            vnet_rules_share_budget: false,
+            empty_means_open: true,
+            ipv6: false,
+        }
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            removal_grace: Duration::from_secs(7 * 86400),
+            max_removal_ratio: 0.5,
+            force: false,
+        }
+    }
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::parse("2026-11-22T12:00:00Z", &time::format_description::well_known::Rfc3339)
+            .expect("time")
+    }
+
+    fn ledger(items: &[(&str, &str)]) -> Ledger {
+        items
+            .iter()
+            .map(|(p, t)| {
+                (
+                    p.parse::<IpNet>().expect("prefix"),
+                    Owned {
+                        last_desired_at: (*t).to_owned(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn adds_missing_keeps_foreign_and_never_adopts() {
+        let live = LiveRules {
+            ip: set(&["1.1.1.1/32", "20.0.0.0/29"]),
+            vnet_rules: 1,
+            other_ip_rules: 0,
+        };
+        let p = plan(&set(&["20.0.0.0/29", "20.0.1.0/29"]), &live, &Ledger::new(), &caps(128), &policy(), now());
+        assert_eq!(p.add, set(&["20.0.1.0/29"]));
+        assert!(p.remove.is_empty());
+        assert_eq!(p.foreign, set(&["1.1.1.1/32", "20.0.0.0/29"]));
+        assert_eq!(p.desired_foreign, set(&["20.0.0.0/29"]));
+        assert_eq!(p.result, set(&["1.1.1.1/32", "20.0.0.0/29", "20.0.1.0/29"]));
+        assert!(!p.refused());
+        assert!(p.warnings[0].contains("tagsync does not own"));
+    }
+
+    #[test]
+    fn removal_waits_for_the_grace_period() {
+        let live = LiveRules {
+            ip: set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.2.0/29"]),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let l = ledger(&[
+            ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
+            ("20.0.1.0/29", "2026-11-20T12:00:00Z"),
+            ("20.0.2.0/29", "2026-11-10T12:00:00Z"),
+        ]);
+        let desired = set(&["20.0.0.0/29", "20.0.3.0/29"]);
+        let p = plan(&desired, &live, &l, &caps(128), &policy(), now());
+        assert_eq!(p.add, set(&["20.0.3.0/29"]));
+        assert_eq!(p.remove, set(&["20.0.2.0/29"]), "12 days out of the tag");
+        assert_eq!(p.pending_removal, set(&["20.0.1.0/29"]), "2 days out of the tag");
+        assert_eq!(p.keep, set(&["20.0.0.0/29"]));
+        assert_eq!(p.result, set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.3.0/29"]));
+    }
+
+    #[test]
+    fn an_empty_result_on_a_namespace_is_refused() {
+        let live = LiveRules {
+            ip: set(&["20.0.0.0/29"]),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let l = ledger(&[("20.0.0.0/29", "2026-01-01T00:00:00Z")]);
+        let forced = Policy {
+            force: true,
+            ..policy()
+        };
+        let p = plan(&PrefixSet::new(), &live, &l, &caps(128), &forced, now());
+        assert_eq!(p.refusals.len(), 1);
+        assert_eq!(p.refusals[0].guard, "empty-rule-set");
+        // With a VNet rule left the namespace stays closed: allowed.
+        let with_vnet = LiveRules { vnet_rules: 1, ..live };
+        assert!(!plan(&PrefixSet::new(), &with_vnet, &l, &caps(128), &forced, now()).refused());
+    }
+
+    #[test]
+    fn removing_more_than_the_ratio_needs_force() {
+        let live = LiveRules {
+            ip: set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.2.0/29"]),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let old = "2026-01-01T00:00:00Z";
+        let l = ledger(&[("20.0.0.0/29", old), ("20.0.1.0/29", old), ("20.0.2.0/29", old)]);
+        let desired = set(&["20.0.0.0/29"]);
+        let p = plan(&desired, &live, &l, &caps(128), &policy(), now());
+        assert_eq!(p.refusals[0].guard, "removal-ratio");
+        assert!(p.refusals[0].message.contains("removes 2 of the 3 owned rules (67%)"));
+        let forced = Policy {
+            force: true,
+            ..policy()
+        };
+        assert!(!plan(&desired, &live, &l, &caps(128), &forced, now()).refused());
+    }
+
+    #[test]
+    fn over_budget_is_refused_with_the_numbers() {
+        let live = LiveRules {
+            ip: set(&["1.1.1.1/32"]),
+            vnet_rules: 2,
+            other_ip_rules: 0,
+        };
+        let shared = Capabilities {
+            vnet_rules_share_budget: true,
+            ..caps(3)
+        };
+        let p = plan(&set(&["20.0.0.0/29"]), &live, &Ledger::new(), &shared, &policy(), now());
+        assert_eq!(p.capacity.used_after, 4);
+        assert_eq!(p.refusals[0].guard, "budget");
+        assert!(p.refusals[0].message.contains("needs 4 rules but the target holds 3"), "{}", p.refusals[0].message);
+        assert!(p.refusals[0].message.contains("2 virtual network rules"));
+    }
+
+    #[test]
+    fn leaving_rules_go_first_when_the_budget_is_tight() {
+        let live = LiveRules {
+            ip: set(&["20.0.0.0/29", "20.0.1.0/29"]),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let l = ledger(&[("20.0.0.0/29", "2026-11-22T11:00:00Z"), ("20.0.1.0/29", "2026-11-22T11:00:00Z")]);
+        let forced = Policy {
+            force: true,
+            ..policy()
+        };
+        let p = plan(&set(&["20.0.1.0/29", "20.0.2.0/29"]), &live, &l, &caps(2), &forced, now());
+        assert_eq!(p.remove, set(&["20.0.0.0/29"]));
+        assert!(p.pending_removal.is_empty());
+        assert!(!p.refused());
+        assert!(p.warnings.iter().any(|w| w.contains("removed before their grace period")));
+    }
+
+    #[test]
+    fn a_second_plan_after_applying_has_no_changes() {
+        let desired = set(&["20.0.0.0/29", "20.0.1.0/29"]);
+        let first = plan(&desired, &LiveRules::default(), &Ledger::new(), &caps(128), &policy(), now());
+        let ledger: Ledger = first
+            .add
+            .iter()
+            .map(|n| {
+                (
+                    n,
+                    Owned {
+                        last_desired_at: "2026-11-22T12:00:00Z".into(),
+                    },
+                )
+            })
+            .collect();
+        let live = LiveRules {
+            ip: first.result.clone(),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let second = plan(&desired, &live, &ledger, &caps(128), &policy(), now());
+        assert!(!second.has_changes());
+        assert_eq!(second.keep, desired);
+    }
+}

@@ -1,0 +1,378 @@
+//! Targets: the Azure resources whose IP rules tagsync manages.
+//!
+//! One [`Adapter`] per kind of resource, one file each, and [`adapter_for`]
+//! maps a resource id's provider to its adapter. An adapter reads the whole
+//! live rule set, says what the resource can hold, turns desired prefixes
+//! into the exact rules the kind stores, and writes a whole rule set back
+//! with every other field preserved. Adding a kind (Key Vault, SQL, Cosmos
+//! DB) is one new file and one line in [`adapter_for`].
+
+mod eventhubs;
+mod network_rule_set;
+mod servicebus;
+mod storage;
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::azure::arm::{ArmClient, ArmError};
+use crate::feed::source::hex;
+use crate::plan::{Capabilities, LiveRules};
+use crate::prefix::PrefixSet;
+
+/// A parsed ARM resource id of a supported kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceId {
+    pub subscription: String,
+    pub resource_group: String,
+    /// `Microsoft.EventHub/namespaces`, as written in the id.
+    pub provider: String,
+    pub name: String,
+    /// The id as configured, without a trailing slash.
+    pub id: String,
+}
+
+impl ResourceId {
+    pub fn parse(id: &str) -> Result<Self, String> {
+        let trimmed = id.trim().trim_end_matches('/');
+        let parts: Vec<&str> = trimmed.split('/').collect();
+        let ok = parts.len() == 9
+            && parts[0].is_empty()
+            && parts[1].eq_ignore_ascii_case("subscriptions")
+            && parts[3].eq_ignore_ascii_case("resourceGroups")
+            && parts[5].eq_ignore_ascii_case("providers")
+            && parts.iter().skip(1).all(|p| !p.is_empty());
+        if !ok {
+            return Err(format!(
+                "`{id}` is not a resource id of the form /subscriptions/<sub>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>"
+            ));
+        }
+        Ok(Self {
+            subscription: parts[2].to_owned(),
+            resource_group: parts[4].to_owned(),
+            provider: format!("{}/{}", parts[6], parts[7]),
+            name: parts[8].to_owned(),
+            id: trimmed.to_owned(),
+        })
+    }
+
+    /// Same resource, ignoring case (ARM ids are case-insensitive and come
+    /// back re-cased).
+    pub fn same_as(&self, other: &str) -> bool {
+        self.id.eq_ignore_ascii_case(other.trim_end_matches('/'))
+    }
+}
+
+/// A configured target, validated.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    pub name: String,
+    pub resource: ResourceId,
+    pub kind: TargetKind,
+    /// Tags this target follows (names as resolved against the feed).
+    pub selection: crate::tags::TagSelection,
+    pub ipv6: bool,
+    pub max_rules: Option<usize>,
+    pub removal_grace: std::time::Duration,
+    pub max_removal_ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TargetKind {
+    EventHubs,
+    ServiceBus,
+    Storage,
+}
+
+impl TargetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::EventHubs => "event-hubs",
+            TargetKind::ServiceBus => "service-bus",
+            TargetKind::Storage => "storage",
+        }
+    }
+}
+
+/// The registry: resource-id provider to target kind.
+pub fn kind_of(resource: &ResourceId) -> Result<TargetKind, String> {
+    match resource.provider.to_ascii_lowercase().as_str() {
+        "microsoft.eventhub/namespaces" => Ok(TargetKind::EventHubs),
+        "microsoft.servicebus/namespaces" => Ok(TargetKind::ServiceBus),
+        "microsoft.storage/storageaccounts" => Ok(TargetKind::Storage),
+        _ => Err(format!(
+            "`{}` is a {} resource; tagsync manages Microsoft.EventHub/namespaces, Microsoft.ServiceBus/namespaces and Microsoft.Storage/storageAccounts",
+            resource.id, resource.provider
+        )),
+    }
+}
+
+/// The adapter of a kind.
+pub fn adapter_for(kind: TargetKind) -> &'static dyn Adapter {
+    match kind {
+        TargetKind::EventHubs => &eventhubs::EventHubs,
+        TargetKind::ServiceBus => &servicebus::ServiceBus,
+        TargetKind::Storage => &storage::Storage,
+    }
+}
+
+/// The live rule set of a resource, as read.
+#[derive(Debug, Clone)]
+pub struct LiveState {
+    pub rules: LiveRules,
+    /// The whole object the rules live in (`properties` of the network rule
+    /// set, or `networkAcls`), written back with only the IP rules changed.
+    pub raw: Value,
+    pub default_action: Option<String>,
+    pub public_network_access: Option<String>,
+    pub trusted_service_access: Option<bool>,
+    /// Tier facts and other warnings found while reading.
+    pub notes: Vec<String>,
+    pub location: Option<String>,
+    /// Digest of `raw`: a plan applies only to the state it was made on.
+    pub fingerprint: String,
+}
+
+impl LiveState {
+    pub fn fingerprint_of(raw: &Value) -> String {
+        hex(&Sha256::digest(raw.to_string().as_bytes()))
+    }
+}
+
+/// The desired prefixes in a target's rule form, and what could not be.
+#[derive(Debug, Clone, Default)]
+pub struct Normalized {
+    pub rules: PrefixSet,
+    pub dropped: Vec<String>,
+}
+
+/// Facts from the resource itself (`targets check` and the tier guard).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ResourceFacts {
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    /// Why this resource cannot hold IP rules, if it cannot.
+    pub unsupported: Option<String>,
+}
+
+#[async_trait]
+pub trait Adapter: Send + Sync {
+    fn kind(&self) -> TargetKind;
+
+    /// The permission each call needs, for 403 messages and the README.
+    fn read_action(&self) -> &'static str;
+    fn write_action(&self) -> &'static str;
+
+    /// What the resource can hold.
+    fn capabilities(&self, target: &TargetSpec) -> Capabilities;
+
+    /// Desired prefixes in the exact form this kind stores. The default
+    /// keeps public IPv4 prefixes, and IPv6 ones when enabled.
+    fn normalize(&self, desired: &PrefixSet, target: &TargetSpec) -> Normalized {
+        normalize_public(desired, target.ipv6, false)
+    }
+
+    /// The resource's tier and location.
+    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError>;
+
+    /// Reads the whole live rule set.
+    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError>;
+
+    /// Writes the rule set: `live.raw` with the IP rules for `add` appended
+    /// and those for `remove` taken out. Returns the state Azure answered.
+    async fn write(
+        &self,
+        arm: &ArmClient,
+        target: &TargetSpec,
+        live: &LiveState,
+        add: &PrefixSet,
+        remove: &PrefixSet,
+    ) -> Result<LiveState, ArmError>;
+}
+
+/// Parses a rule value as stored by Azure (`1.2.3.4` or `1.2.3.0/24`).
+pub fn parse_rule(value: &str) -> Option<IpNet> {
+    crate::prefix::parse_prefix(value).ok().map(|(n, _)| n)
+}
+
+/// The value written for a prefix: a bare address for a single host (the
+/// only form Storage accepts for one address), CIDR otherwise.
+pub fn render_rule(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// Keeps the prefixes a firewall rule may hold: public addresses only (a
+/// service tag never lists private ranges; if one did, it is not written),
+/// IPv6 only when enabled, and with `split_31` a /31 as its two addresses.
+pub fn normalize_public(desired: &PrefixSet, ipv6: bool, split_31: bool) -> Normalized {
+    let mut rules = Vec::new();
+    let mut dropped = Vec::new();
+    let mut skipped_v6 = 0;
+    for net in desired.iter() {
+        if let Some(why) = not_public(&net) {
+            dropped.push(format!("{net} is {why}; not written"));
+            continue;
+        }
+        match net {
+            IpNet::V6(_) if !ipv6 => skipped_v6 += 1,
+            IpNet::V4(v4) if split_31 && v4.prefix_len() == 31 => {
+                rules.extend(v4.hosts().map(|a| IpNet::from(IpAddr::V4(a))));
+            }
+            n => rules.push(n),
+        }
+    }
+    if skipped_v6 > 0 {
+        dropped.push(format!(
+            "{skipped_v6} IPv6 prefixes are not written (ipv6 = false for this target)"
+        ));
+    }
+    Normalized {
+        rules: PrefixSet::from_nets(rules),
+        dropped,
+    }
+}
+
+/// Why a prefix is not public, if it is not.
+fn not_public(net: &IpNet) -> Option<&'static str> {
+    let private_v4: [(&str, &str); 10] = [
+        ("0.0.0.0/8", "a reserved range"),
+        ("10.0.0.0/8", "a private (RFC 1918) range"),
+        ("100.64.0.0/10", "shared address space (RFC 6598)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "a private (RFC 1918) range"),
+        ("192.168.0.0/16", "a private (RFC 1918) range"),
+        ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "a reserved range"),
+        ("192.0.2.0/24", "a documentation range"),
+    ];
+    let private_v6: [(&str, &str); 5] = [
+        ("::/8", "a reserved range"),
+        ("fc00::/7", "a unique local range"),
+        ("fe80::/10", "link-local"),
+        ("ff00::/8", "multicast"),
+        ("2001:db8::/32", "a documentation range"),
+    ];
+    let table: &[(&str, &str)] = match net {
+        IpNet::V4(_) => &private_v4,
+        IpNet::V6(_) => &private_v6,
+    };
+    table.iter().find_map(|(range, why)| {
+        let range: IpNet = range.parse().ok()?;
+        (range.contains(net) || net.contains(&range)).then_some(*why)
+    })
+}
+
+/// Builds the new rule list: live rule objects kept unless removed (foreign
+/// ones exactly as they were, whatever their form), then one object per
+/// added prefix.
+pub fn edit_rules(
+    live_rules: &[Value],
+    value_key: &str,
+    add: &PrefixSet,
+    remove: &PrefixSet,
+) -> Vec<Value> {
+    let mut out: Vec<Value> = live_rules
+        .iter()
+        .filter(|r| {
+            r[value_key]
+                .as_str()
+                .and_then(parse_rule)
+                .is_none_or(|n| !remove.contains(&n))
+        })
+        .cloned()
+        .collect();
+    for net in add.iter() {
+        let mut rule = serde_json::Map::new();
+        rule.insert(value_key.to_owned(), Value::String(render_rule(&net)));
+        rule.insert("action".to_owned(), Value::String("Allow".to_owned()));
+        out.push(Value::Object(rule));
+    }
+    out
+}
+
+/// Reads IP rules from a JSON array: the canonical set, plus how many rule
+/// objects it could not parse or that repeat a prefix (they still count
+/// against the budget and are kept).
+pub fn read_rules(rules: &Value, value_key: &str) -> (PrefixSet, usize) {
+    let items = rules.as_array().map(Vec::as_slice).unwrap_or_default();
+    let nets: Vec<IpNet> = items
+        .iter()
+        .filter_map(|r| r[value_key].as_str().and_then(parse_rule))
+        .collect();
+    let set = PrefixSet::from_nets(nets);
+    (set.clone(), items.len() - set.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> PrefixSet {
+        PrefixSet::parse_all(items.iter().copied()).expect("valid").0
+    }
+
+    #[test]
+    fn resource_ids_parse_and_infer_the_kind() {
+        let id = ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/")
+            .expect("valid");
+        assert_eq!(id.name, "ns");
+        assert_eq!(kind_of(&id), Ok(TargetKind::EventHubs));
+        let sa = ResourceId::parse("/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa")
+            .expect("valid");
+        assert_eq!(kind_of(&sa), Ok(TargetKind::Storage));
+        let kv = ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v").expect("valid");
+        assert!(kind_of(&kv).unwrap_err().contains("Microsoft.KeyVault/vaults"));
+        assert!(ResourceId::parse("/subscriptions/s/providers/x").is_err());
+        assert!(ResourceId::parse("ns").is_err());
+    }
+
+    #[test]
+    fn storage_normalization_splits_31_and_drops_private_and_v6() {
+        let n = normalize_public(
+            &set(&["20.0.0.0/31", "20.0.0.8/32", "10.1.0.0/16", "20.1.0.0/27", "2603:1000::/48"]),
+            false,
+            true,
+        );
+        assert_eq!(n.rules, set(&["20.0.0.0/32", "20.0.0.1/32", "20.0.0.8/32", "20.1.0.0/27"]));
+        assert_eq!(n.dropped.len(), 2);
+        assert!(n.dropped[0].contains("RFC 1918"));
+        let with_v6 = normalize_public(&set(&["2603:1000::/48", "fd00::/8"]), true, true);
+        assert_eq!(with_v6.rules, set(&["2603:1000::/48"]));
+    }
+
+    #[test]
+    fn editing_keeps_foreign_rules_verbatim() {
+        let live = serde_json::json!([
+            {"ipMask": "1.1.1.1", "action": "Allow"},
+            {"ipMask": "20.0.0.0/29", "action": "Allow"},
+            {"ipMask": "not-an-ip", "action": "Allow"}
+        ]);
+        let out = edit_rules(
+            live.as_array().expect("array"),
+            "ipMask",
+            &set(&["20.0.1.5/32"]),
+            &set(&["20.0.0.0/29"]),
+        );
+        assert_eq!(
+            Value::Array(out),
+            serde_json::json!([
+                {"ipMask": "1.1.1.1", "action": "Allow"},
+                {"ipMask": "not-an-ip", "action": "Allow"},
+                {"ipMask": "20.0.1.5", "action": "Allow"}
+            ])
+        );
+        let (set_read, extra) = read_rules(&live, "ipMask");
+        assert_eq!(set_read, set(&["1.1.1.1/32", "20.0.0.0/29"]));
+        assert_eq!(extra, 1);
+    }
+}

@@ -1,0 +1,74 @@
+//! `networkRuleSets/default` of Event Hubs and Service Bus namespaces: the
+//! same body for both. GET, then PUT of the whole object (PUT replaces
+//! everything), with every field but `ipRules` sent back exactly as read.
+
+use serde_json::Value;
+
+use super::{LiveState, ResourceFacts, TargetSpec, read_rules};
+use crate::azure::arm::{ArmClient, ArmError};
+use crate::plan::LiveRules;
+use crate::prefix::PrefixSet;
+
+pub const API_VERSION: &str = "2024-01-01";
+
+fn path(target: &TargetSpec) -> String {
+    format!("{}/networkRuleSets/default", target.resource.id)
+}
+
+pub async fn read(arm: &ArmClient, target: &TargetSpec, action: &str) -> Result<LiveState, ArmError> {
+    let body = arm.get(&path(target), API_VERSION, action).await?;
+    state_from(&body)
+}
+
+pub fn state_from(body: &Value) -> Result<LiveState, ArmError> {
+    let props = body
+        .get("properties")
+        .filter(|p| p.is_object())
+        .ok_or_else(|| ArmError::Invalid("the network rule set has no `properties` object".into()))?;
+    let (ip, other_ip_rules) = read_rules(&props["ipRules"], "ipMask");
+    let vnet_rules = props["virtualNetworkRules"].as_array().map_or(0, Vec::len);
+    Ok(LiveState {
+        rules: LiveRules {
+            ip,
+            vnet_rules,
+            other_ip_rules,
+        },
+        default_action: props["defaultAction"].as_str().map(str::to_owned),
+        public_network_access: props["publicNetworkAccess"].as_str().map(str::to_owned),
+        trusted_service_access: props["trustedServiceAccessEnabled"].as_bool(),
+        notes: Vec::new(),
+        location: body["location"].as_str().map(str::to_owned),
+        fingerprint: LiveState::fingerprint_of(props),
+        raw: props.clone(),
+    })
+}
+
+pub async fn write(
+    arm: &ArmClient,
+    target: &TargetSpec,
+    live: &LiveState,
+    add: &PrefixSet,
+    remove: &PrefixSet,
+    action: &str,
+) -> Result<LiveState, ArmError> {
+    let mut props = live.raw.clone();
+    let rules = props["ipRules"].as_array().cloned().unwrap_or_default();
+    props["ipRules"] = Value::Array(super::edit_rules(&rules, "ipMask", add, remove));
+    let body = serde_json::json!({ "properties": props });
+    let answer = arm.put(&path(target), API_VERSION, &body, action).await?;
+    state_from(&answer)
+}
+
+/// The namespace's SKU and location.
+pub async fn namespace_facts(
+    arm: &ArmClient,
+    target: &TargetSpec,
+    action: &str,
+) -> Result<ResourceFacts, ArmError> {
+    let ns = arm.get(&target.resource.id, API_VERSION, action).await?;
+    Ok(ResourceFacts {
+        sku: ns["sku"]["name"].as_str().map(str::to_owned),
+        location: ns["location"].as_str().map(str::to_owned),
+        unsupported: None,
+    })
+}

@@ -1,0 +1,117 @@
+//! Storage accounts: `properties.networkAcls`, GET then PATCH of the whole
+//! object (an omitted list comes back empty). 400 IP rules (older accounts
+//! 200: set max_rules). Public IPv4 only in `ipRules`, no /31 or /32 CIDRs
+//! (a /31 is written as its two addresses, a /32 as a bare address); IPv6
+//! only in `ipv6Rules`, only when enabled.
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::{
+    Adapter, LiveState, Normalized, ResourceFacts, TargetKind, TargetSpec, edit_rules, normalize_public,
+    read_rules,
+};
+use crate::azure::arm::{ArmClient, ArmError};
+use crate::plan::{Capabilities, LiveRules};
+use crate::prefix::PrefixSet;
+
+pub const API_VERSION: &str = "2025-06-01";
+const ACTION_READ: &str = "Microsoft.Storage/storageAccounts/read";
+const ACTION_WRITE: &str = "Microsoft.Storage/storageAccounts/write";
+
+pub struct Storage;
+
+fn state_from(account: &Value) -> Result<LiveState, ArmError> {
+    let acls = account["properties"]
+        .get("networkAcls")
+        .filter(|a| a.is_object())
+        .ok_or_else(|| ArmError::Invalid("the storage account has no `properties.networkAcls` object".into()))?;
+    let (v4, other_v4) = read_rules(&acls["ipRules"], "value");
+    let (v6, other_v6) = read_rules(&acls["ipv6Rules"], "value");
+    Ok(LiveState {
+        rules: LiveRules {
+            ip: v4.union(&v6),
+            vnet_rules: acls["virtualNetworkRules"].as_array().map_or(0, Vec::len),
+            other_ip_rules: other_v4 + other_v6,
+        },
+        default_action: acls["defaultAction"].as_str().map(str::to_owned),
+        public_network_access: account["properties"]["publicNetworkAccess"].as_str().map(str::to_owned),
+        trusted_service_access: acls["bypass"].as_str().map(|b| b.contains("AzureServices")),
+        notes: Vec::new(),
+        location: account["location"].as_str().map(str::to_owned),
+        fingerprint: LiveState::fingerprint_of(acls),
+        raw: acls.clone(),
+    })
+}
+
+fn split(set: &PrefixSet) -> (PrefixSet, PrefixSet) {
+    (
+        PrefixSet::from_nets(set.iter().filter(|n| matches!(n, IpNet::V4(_)))),
+        PrefixSet::from_nets(set.iter().filter(|n| matches!(n, IpNet::V6(_)))),
+    )
+}
+
+#[async_trait]
+impl Adapter for Storage {
+    fn kind(&self) -> TargetKind {
+        TargetKind::Storage
+    }
+
+    fn read_action(&self) -> &'static str {
+        ACTION_READ
+    }
+
+    fn write_action(&self) -> &'static str {
+        ACTION_WRITE
+    }
+
+    fn capabilities(&self, target: &TargetSpec) -> Capabilities {
+        Capabilities {
+            budget: target.max_rules.unwrap_or(400),
+            vnet_rules_share_budget: false,
+            empty_means_open: false,
+            ipv6: target.ipv6,
+        }
+    }
+
+    fn normalize(&self, desired: &PrefixSet, target: &TargetSpec) -> Normalized {
+        normalize_public(desired, target.ipv6, true)
+    }
+
+    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
+        let account = arm.get(&target.resource.id, API_VERSION, ACTION_READ).await?;
+        Ok(ResourceFacts {
+            sku: account["sku"]["name"].as_str().map(str::to_owned),
+            location: account["location"].as_str().map(str::to_owned),
+            unsupported: None,
+        })
+    }
+
+    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
+        let account = arm.get(&target.resource.id, API_VERSION, ACTION_READ).await?;
+        state_from(&account)
+    }
+
+    async fn write(
+        &self,
+        arm: &ArmClient,
+        target: &TargetSpec,
+        live: &LiveState,
+        add: &PrefixSet,
+        remove: &PrefixSet,
+    ) -> Result<LiveState, ArmError> {
+        let (add4, add6) = split(add);
+        let (remove4, remove6) = split(remove);
+        let mut acls = live.raw.clone();
+        let v4 = acls["ipRules"].as_array().cloned().unwrap_or_default();
+        acls["ipRules"] = Value::Array(edit_rules(&v4, "value", &add4, &remove4));
+        if !add6.is_empty() || !remove6.is_empty() || acls.get("ipv6Rules").is_some() {
+            let v6 = acls["ipv6Rules"].as_array().cloned().unwrap_or_default();
+            acls["ipv6Rules"] = Value::Array(edit_rules(&v6, "value", &add6, &remove6));
+        }
+        let body = serde_json::json!({ "properties": { "networkAcls": acls } });
+        let answer = arm.patch(&target.resource.id, API_VERSION, &body, ACTION_WRITE).await?;
+        state_from(&answer)
+    }
+}
