@@ -245,7 +245,9 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> PrefixSet {
-        PrefixSet::parse_all(items.iter().copied()).expect("valid").0
+        PrefixSet::parse_all(items.iter().copied())
+            .expect("valid")
+            .0
     }
 
     fn caps(budget: usize) -> Capabilities {
@@ -266,8 +268,11 @@ mod tests {
     }
 
     fn now() -> OffsetDateTime {
-        OffsetDateTime::parse("2026-11-22T12:00:00Z", &time::format_description::well_known::Rfc3339)
-            .expect("time")
+        OffsetDateTime::parse(
+            "2026-11-22T12:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("time")
     }
 
     fn ledger(items: &[(&str, &str)]) -> Ledger {
@@ -291,7 +296,14 @@ mod tests {
             vnet_rules: 1,
             other_ip_rules: 0,
         };
-        let p = plan(&set(&["20.0.0.0/29", "20.0.1.0/29"]), &live, &Ledger::new(), &caps(128), &policy(), now());
+        let p = plan(
+            &set(&["20.0.0.0/29", "20.0.1.0/29"]),
+            &live,
+            &Ledger::new(),
+            &caps(128),
+            &policy(),
+            now(),
+        );
         assert_eq!(p.add, set(&["20.0.1.0/29"]));
         assert!(p.remove.is_empty());
         assert_eq!(p.foreign, set(&["1.1.1.1/32", "20.0.0.0/29"]));
@@ -317,9 +329,16 @@ mod tests {
         let p = plan(&desired, &live, &l, &caps(128), &policy(), now());
         assert_eq!(p.add, set(&["20.0.3.0/29"]));
         assert_eq!(p.remove, set(&["20.0.2.0/29"]), "12 days out of the tag");
-        assert_eq!(p.pending_removal, set(&["20.0.1.0/29"]), "2 days out of the tag");
+        assert_eq!(
+            p.pending_removal,
+            set(&["20.0.1.0/29"]),
+            "2 days out of the tag"
+        );
         assert_eq!(p.keep, set(&["20.0.0.0/29"]));
-        assert_eq!(p.result, set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.3.0/29"]));
+        assert_eq!(
+            p.result,
+            set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.3.0/29"])
+        );
     }
 
     #[test]
@@ -338,8 +357,21 @@ mod tests {
         assert_eq!(p.refusals.len(), 1);
         assert_eq!(p.refusals[0].guard, "empty-rule-set");
         // With a VNet rule left the namespace stays closed: allowed.
-        let with_vnet = LiveRules { vnet_rules: 1, ..live };
-        assert!(!plan(&PrefixSet::new(), &with_vnet, &l, &caps(128), &forced, now()).refused());
+        let with_vnet = LiveRules {
+            vnet_rules: 1,
+            ..live
+        };
+        assert!(
+            !plan(
+                &PrefixSet::new(),
+                &with_vnet,
+                &l,
+                &caps(128),
+                &forced,
+                now()
+            )
+            .refused()
+        );
     }
 
     #[test]
@@ -350,11 +382,19 @@ mod tests {
             other_ip_rules: 0,
         };
         let old = "2026-01-01T00:00:00Z";
-        let l = ledger(&[("20.0.0.0/29", old), ("20.0.1.0/29", old), ("20.0.2.0/29", old)]);
+        let l = ledger(&[
+            ("20.0.0.0/29", old),
+            ("20.0.1.0/29", old),
+            ("20.0.2.0/29", old),
+        ]);
         let desired = set(&["20.0.0.0/29"]);
         let p = plan(&desired, &live, &l, &caps(128), &policy(), now());
         assert_eq!(p.refusals[0].guard, "removal-ratio");
-        assert!(p.refusals[0].message.contains("removes 2 of the 3 owned rules (67%)"));
+        assert!(
+            p.refusals[0]
+                .message
+                .contains("removes 2 of the 3 owned rules (67%)")
+        );
         let forced = Policy {
             force: true,
             ..policy()
@@ -373,10 +413,23 @@ mod tests {
             vnet_rules_share_budget: true,
             ..caps(3)
         };
-        let p = plan(&set(&["20.0.0.0/29"]), &live, &Ledger::new(), &shared, &policy(), now());
+        let p = plan(
+            &set(&["20.0.0.0/29"]),
+            &live,
+            &Ledger::new(),
+            &shared,
+            &policy(),
+            now(),
+        );
         assert_eq!(p.capacity.used_after, 4);
         assert_eq!(p.refusals[0].guard, "budget");
-        assert!(p.refusals[0].message.contains("needs 4 rules but the target holds 3"), "{}", p.refusals[0].message);
+        assert!(
+            p.refusals[0]
+                .message
+                .contains("needs 4 rules but the target holds 3"),
+            "{}",
+            p.refusals[0].message
+        );
         assert!(p.refusals[0].message.contains("2 virtual network rules"));
     }
 
@@ -387,22 +440,43 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
         };
-        let l = ledger(&[("20.0.0.0/29", "2026-11-22T11:00:00Z"), ("20.0.1.0/29", "2026-11-22T11:00:00Z")]);
+        let l = ledger(&[
+            ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
+            ("20.0.1.0/29", "2026-11-22T11:00:00Z"),
+        ]);
         let forced = Policy {
             force: true,
             ..policy()
         };
-        let p = plan(&set(&["20.0.1.0/29", "20.0.2.0/29"]), &live, &l, &caps(2), &forced, now());
+        let p = plan(
+            &set(&["20.0.1.0/29", "20.0.2.0/29"]),
+            &live,
+            &l,
+            &caps(2),
+            &forced,
+            now(),
+        );
         assert_eq!(p.remove, set(&["20.0.0.0/29"]));
         assert!(p.pending_removal.is_empty());
         assert!(!p.refused());
-        assert!(p.warnings.iter().any(|w| w.contains("removed before their grace period")));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("removed before their grace period"))
+        );
     }
 
     #[test]
     fn a_second_plan_after_applying_has_no_changes() {
         let desired = set(&["20.0.0.0/29", "20.0.1.0/29"]);
-        let first = plan(&desired, &LiveRules::default(), &Ledger::new(), &caps(128), &policy(), now());
+        let first = plan(
+            &desired,
+            &LiveRules::default(),
+            &Ledger::new(),
+            &caps(128),
+            &policy(),
+            now(),
+        );
         let ledger: Ledger = first
             .add
             .iter()

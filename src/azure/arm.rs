@@ -101,7 +101,10 @@ pub struct ArmClient {
 }
 
 impl ArmClient {
-    pub fn new(settings: ArmSettings, credential: Arc<dyn TokenCredential>) -> Result<Self, ArmError> {
+    pub fn new(
+        settings: ArmSettings,
+        credential: Arc<dyn TokenCredential>,
+    ) -> Result<Self, ArmError> {
         check_url_allowed(&settings.resource_manager)
             .map_err(|e| ArmError::Invalid(format!("[azure] resource_manager: {e}")))?;
         let http = reqwest::Client::builder()
@@ -142,25 +145,48 @@ impl ArmClient {
     }
 
     /// GET a resource (`path` starts with `/subscriptions/...`).
-    pub async fn get(&self, path: &str, api_version: &str, action: &str) -> Result<Value, ArmError> {
+    pub async fn get(
+        &self,
+        path: &str,
+        api_version: &str,
+        action: &str,
+    ) -> Result<Value, ArmError> {
         self.fetch(path, api_version, action).await
     }
 
-    pub async fn put(&self, path: &str, api_version: &str, body: &Value, action: &str) -> Result<Value, ArmError> {
-        self.call(Method::PUT, path, api_version, Some(body), action).await
+    pub async fn put(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        self.call(Method::PUT, path, api_version, Some(body), action)
+            .await
     }
 
-    pub async fn patch(&self, path: &str, api_version: &str, body: &Value, action: &str) -> Result<Value, ArmError> {
-        self.call(Method::PATCH, path, api_version, Some(body), action).await
+    pub async fn patch(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        self.call(Method::PATCH, path, api_version, Some(body), action)
+            .await
     }
 
     /// GET an absolute URL on the Resource Manager host (`nextLink`).
     pub async fn get_url(&self, url: &str, action: &str) -> Result<Value, ArmError> {
         let base = self.settings.resource_manager.trim_end_matches('/');
-        let path = url
-            .strip_prefix(base)
-            .ok_or_else(|| ArmError::Invalid(format!("refusing to follow a link off the Resource Manager host: {url}")))?;
-        self.request(Method::GET, path, None, action).await.map(|(_, v)| v)
+        let path = url.strip_prefix(base).ok_or_else(|| {
+            ArmError::Invalid(format!(
+                "refusing to follow a link off the Resource Manager host: {url}"
+            ))
+        })?;
+        self.request(Method::GET, path, None, action)
+            .await
+            .map(|(_, v)| v)
     }
 
     async fn call(
@@ -175,7 +201,9 @@ impl ArmClient {
         let full = format!("{path}{sep}api-version={api_version}");
         let (headers, value) = self.request(method.clone(), &full, body, action).await?;
         if headers.status_pending {
-            return self.poll(&method, path, api_version, &headers, action).await;
+            return self
+                .poll(&method, path, api_version, &headers, action)
+                .await;
         }
         Ok(value)
     }
@@ -184,7 +212,9 @@ impl ArmClient {
     /// final read).
     async fn fetch(&self, path: &str, api_version: &str, action: &str) -> Result<Value, ArmError> {
         let full = format!("{path}?api-version={api_version}");
-        self.request(Method::GET, &full, None, action).await.map(|(_, v)| v)
+        self.request(Method::GET, &full, None, action)
+            .await
+            .map(|(_, v)| v)
     }
 
     /// Follows a long-running operation to its end, then returns the
@@ -200,7 +230,11 @@ impl ArmClient {
         let base = self.settings.resource_manager.trim_end_matches('/');
         let mut wait = first.retry_after.unwrap_or(Duration::from_secs(1));
         loop {
-            self.check_deadline(method.as_str(), path, "while waiting for a long-running operation")?;
+            self.check_deadline(
+                method.as_str(),
+                path,
+                "while waiting for a long-running operation",
+            )?;
             tokio::time::sleep(wait).await;
             if let Some(url) = &first.async_operation {
                 let p = url.strip_prefix(base).unwrap_or(url);
@@ -216,7 +250,11 @@ impl ArmClient {
                             method: method.to_string(),
                             path: path.to_owned(),
                             status: 200,
-                            code: if code.is_empty() { "OperationFailed".into() } else { code },
+                            code: if code.is_empty() {
+                                "OperationFailed".into()
+                            } else {
+                                code
+                            },
                             message,
                             hint: String::new(),
                         });
@@ -260,8 +298,16 @@ impl ArmClient {
         body: Option<&Value>,
         action: &str,
     ) -> Result<(Answer, Value), ArmError> {
-        let url = format!("{}{}", self.settings.resource_manager.trim_end_matches('/'), path_and_query);
-        let shown_path = path_and_query.split('?').next().unwrap_or(path_and_query).to_owned();
+        let url = format!(
+            "{}{}",
+            self.settings.resource_manager.trim_end_matches('/'),
+            path_and_query
+        );
+        let shown_path = path_and_query
+            .split('?')
+            .next()
+            .unwrap_or(path_and_query)
+            .to_owned();
         let attempts = self.settings.retries + 1;
         let mut last = String::new();
         for attempt in 1..=attempts {
@@ -272,7 +318,9 @@ impl ArmClient {
                 .request(method.clone(), &url)
                 .header(AUTHORIZATION, format!("Bearer {token}"));
             if let Some(b) = body {
-                req = req.header(CONTENT_TYPE, "application/json").body(b.to_string());
+                req = req
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(b.to_string());
             }
             let (retry_after, detail) = match req.send().await {
                 Err(e) => (None, describe(&e)),
@@ -283,7 +331,15 @@ impl ArmClient {
                         Ok(b) => b,
                         Err(e) => {
                             last = format!("reading the response: {}", describe(&e));
-                            self.wait_before_retry(attempt, attempts, None, &method, &shown_path, &last).await?;
+                            self.wait_before_retry(
+                                attempt,
+                                attempts,
+                                None,
+                                &method,
+                                &shown_path,
+                                &last,
+                            )
+                            .await?;
                             continue;
                         }
                     };
@@ -292,7 +348,9 @@ impl ArmClient {
                     } else {
                         match serde_json::from_slice(&bytes) {
                             Ok(v) => v,
-                            Err(_) if !status.is_success() => Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+                            Err(_) if !status.is_success() => {
+                                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                            }
                             Err(e) => {
                                 return Err(ArmError::Invalid(format!(
                                     "{method} {shown_path}: the response is not JSON ({e})"
@@ -305,7 +363,10 @@ impl ArmClient {
                     }
                     let (code, message) = error_fields(&value);
                     if retryable(status, &code, &message) {
-                        (answer.retry_after, format!("HTTP {} {code}: {message}", status.as_u16()))
+                        (
+                            answer.retry_after,
+                            format!("HTTP {} {code}: {message}", status.as_u16()),
+                        )
                     } else {
                         return Err(ArmError::Api {
                             method: method.to_string(),
@@ -319,7 +380,8 @@ impl ArmClient {
                 }
             };
             last = detail;
-            self.wait_before_retry(attempt, attempts, retry_after, &method, &shown_path, &last).await?;
+            self.wait_before_retry(attempt, attempts, retry_after, &method, &shown_path, &last)
+                .await?;
         }
         Err(ArmError::Transport {
             method: method.to_string(),
@@ -346,7 +408,10 @@ impl ArmClient {
             return Err(ArmError::Deadline {
                 method: method.to_string(),
                 path: path.to_owned(),
-                detail: format!("the next retry ({}s away) falls after it; last error: {last}", wait.as_secs()),
+                detail: format!(
+                    "the next retry ({}s away) falls after it; last error: {last}",
+                    wait.as_secs()
+                ),
             });
         }
         tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = last, "Azure request failed, retrying");
@@ -449,7 +514,11 @@ mod tests {
         let nested = serde_json::json!({"error": {"code": "BadRequest", "message": "The provided ip address mask does not follow the CIDR notation.", "target": "ipMask"}});
         assert_eq!(
             error_fields(&nested),
-            ("BadRequest".into(), "The provided ip address mask does not follow the CIDR notation. (target ipMask)".into())
+            (
+                "BadRequest".into(),
+                "The provided ip address mask does not follow the CIDR notation. (target ipMask)"
+                    .into()
+            )
         );
         let flat = serde_json::json!({"code": "Conflict", "message": "busy"});
         assert_eq!(error_fields(&flat), ("Conflict".into(), "busy".into()));
@@ -459,10 +528,22 @@ mod tests {
     fn conflicts_in_progress_are_retried_other_client_errors_not() {
         assert!(retryable(StatusCode::TOO_MANY_REQUESTS, "", ""));
         assert!(retryable(StatusCode::SERVICE_UNAVAILABLE, "", ""));
-        assert!(retryable(StatusCode::CONFLICT, "StorageAccountOperationInProgress", ""));
-        assert!(retryable(StatusCode::CONFLICT, "Conflict", "SubCode=40901. Another conflicting operation is in progress."));
+        assert!(retryable(
+            StatusCode::CONFLICT,
+            "StorageAccountOperationInProgress",
+            ""
+        ));
+        assert!(retryable(
+            StatusCode::CONFLICT,
+            "Conflict",
+            "SubCode=40901. Another conflicting operation is in progress."
+        ));
         assert!(!retryable(StatusCode::CONFLICT, "Conflict", "exists"));
-        assert!(!retryable(StatusCode::BAD_REQUEST, "InvalidValuesForRequestParameters", ""));
+        assert!(!retryable(
+            StatusCode::BAD_REQUEST,
+            "InvalidValuesForRequestParameters",
+            ""
+        ));
         assert!(!retryable(StatusCode::FORBIDDEN, "AuthorizationFailed", ""));
     }
 }

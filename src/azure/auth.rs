@@ -14,9 +14,9 @@ use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::ClientOptions;
 use azure_identity::{
-    AzureCliCredential, ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions,
-    ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
-    WorkloadIdentityCredentialOptions,
+    AzureCliCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 use serde::Deserialize;
 
@@ -64,7 +64,11 @@ pub struct AuthError {
 }
 
 /// Resolves `auto` against the environment.
-pub fn choose(method: AuthMethod, env: &dyn Fn(&str) -> Option<String>, settings: &AuthSettings) -> AuthMethod {
+pub fn choose(
+    method: AuthMethod,
+    env: &dyn Fn(&str) -> Option<String>,
+    settings: &AuthSettings,
+) -> AuthMethod {
     if method != AuthMethod::Auto {
         return method;
     }
@@ -80,7 +84,9 @@ pub fn choose(method: AuthMethod, env: &dyn Fn(&str) -> Option<String>, settings
 }
 
 /// Builds the credential. Returns it with the method actually used.
-pub fn credential(settings: &AuthSettings) -> Result<(Arc<dyn TokenCredential>, AuthMethod), AuthError> {
+pub fn credential(
+    settings: &AuthSettings,
+) -> Result<(Arc<dyn TokenCredential>, AuthMethod), AuthError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let method = choose(settings.method, &env, settings);
     let err = |message: String| AuthError {
@@ -88,7 +94,8 @@ pub fn credential(settings: &AuthSettings) -> Result<(Arc<dyn TokenCredential>, 
         message,
     };
     let mut custom = CustomConfiguration::default();
-    custom.authority_host = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| settings.authority_host.clone());
+    custom.authority_host =
+        env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| settings.authority_host.clone());
     let client_options = ClientOptions {
         cloud: Some(Arc::new(CloudConfiguration::Custom(custom))),
         ..ClientOptions::default()
@@ -97,10 +104,15 @@ pub fn credential(settings: &AuthSettings) -> Result<(Arc<dyn TokenCredential>, 
         AuthMethod::WorkloadIdentity => {
             let options = WorkloadIdentityCredentialOptions {
                 credential_options: ClientAssertionCredentialOptions { client_options },
-                client_id: settings.client_id.clone().or_else(|| env("AZURE_CLIENT_ID")),
-                tenant_id: settings.tenant_id.clone().or_else(|| env("AZURE_TENANT_ID")),
+                client_id: settings
+                    .client_id
+                    .clone()
+                    .or_else(|| env("AZURE_CLIENT_ID")),
+                tenant_id: settings
+                    .tenant_id
+                    .clone()
+                    .or_else(|| env("AZURE_TENANT_ID")),
                 token_file_path: env("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from),
-                ..WorkloadIdentityCredentialOptions::default()
             };
             WorkloadIdentityCredential::new(Some(options)).map_err(|e| {
                 err(format!(
@@ -134,7 +146,6 @@ pub fn credential(settings: &AuthSettings) -> Result<(Arc<dyn TokenCredential>, 
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: settings.client_id.clone().map(UserAssignedId::ClientId),
                 client_options,
-                ..ManagedIdentityCredentialOptions::default()
             };
             ManagedIdentityCredential::new(Some(options)).map_err(|e| err(e.to_string()))?
         }
@@ -164,13 +175,26 @@ mod tests {
         let s = AuthSettings::default();
         let pick = |vars: &[&str]| {
             let vars: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
-            choose(AuthMethod::Auto, &|k| vars.iter().any(|v| v == k).then(|| "x".to_owned()), &s)
+            choose(
+                AuthMethod::Auto,
+                &|k| vars.iter().any(|v| v == k).then(|| "x".to_owned()),
+                &s,
+            )
         };
-        assert_eq!(pick(&["AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_SECRET"]), AuthMethod::WorkloadIdentity);
-        assert_eq!(pick(&["AZURE_CLIENT_SECRET", "IDENTITY_ENDPOINT"]), AuthMethod::ClientSecret);
+        assert_eq!(
+            pick(&["AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_SECRET"]),
+            AuthMethod::WorkloadIdentity
+        );
+        assert_eq!(
+            pick(&["AZURE_CLIENT_SECRET", "IDENTITY_ENDPOINT"]),
+            AuthMethod::ClientSecret
+        );
         assert_eq!(pick(&["IDENTITY_ENDPOINT"]), AuthMethod::ManagedIdentity);
         assert_eq!(pick(&["MSI_ENDPOINT"]), AuthMethod::ManagedIdentity);
         assert_eq!(pick(&[]), AuthMethod::AzureCli);
-        assert_eq!(choose(AuthMethod::AzureCli, &|_| Some("x".into()), &s), AuthMethod::AzureCli);
+        assert_eq!(
+            choose(AuthMethod::AzureCli, &|_| Some("x".into()), &s),
+            AuthMethod::AzureCli
+        );
     }
 }

@@ -18,9 +18,18 @@ pub struct CloudEndpoints {
 impl CloudEndpoints {
     pub fn of(cloud: Cloud) -> Self {
         let (arm, login) = match cloud {
-            Cloud::Public => ("https://management.azure.com", "https://login.microsoftonline.com"),
-            Cloud::Usgov => ("https://management.usgovcloudapi.net", "https://login.microsoftonline.us"),
-            Cloud::China => ("https://management.chinacloudapi.cn", "https://login.chinacloudapi.cn"),
+            Cloud::Public => (
+                "https://management.azure.com",
+                "https://login.microsoftonline.com",
+            ),
+            Cloud::Usgov => (
+                "https://management.usgovcloudapi.net",
+                "https://login.microsoftonline.us",
+            ),
+            Cloud::China => (
+                "https://management.chinacloudapi.cn",
+                "https://login.chinacloudapi.cn",
+            ),
         };
         Self {
             resource_manager: arm.to_owned(),

@@ -34,8 +34,14 @@ impl Adapter for EventHubs {
     }
 
     async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
-        let mut facts = network_rule_set::namespace_facts(arm, target, "Microsoft.EventHub/namespaces/read").await?;
-        if facts.sku.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Basic")) {
+        let mut facts =
+            network_rule_set::namespace_facts(arm, target, "Microsoft.EventHub/namespaces/read")
+                .await?;
+        if facts
+            .sku
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Basic"))
+        {
             facts.unsupported = Some(
                 "Event Hubs Basic namespaces cannot hold IP rules; upgrade the namespace to Standard or above".into(),
             );

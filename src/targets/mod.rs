@@ -318,20 +318,33 @@ mod tests {
     use super::*;
 
     fn set(items: &[&str]) -> PrefixSet {
-        PrefixSet::parse_all(items.iter().copied()).expect("valid").0
+        PrefixSet::parse_all(items.iter().copied())
+            .expect("valid")
+            .0
     }
 
     #[test]
     fn resource_ids_parse_and_infer_the_kind() {
-        let id = ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/")
-            .expect("valid");
+        let id = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/",
+        )
+        .expect("valid");
         assert_eq!(id.name, "ns");
         assert_eq!(kind_of(&id), Ok(TargetKind::EventHubs));
-        let sa = ResourceId::parse("/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa")
-            .expect("valid");
+        let sa = ResourceId::parse(
+            "/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa",
+        )
+        .expect("valid");
         assert_eq!(kind_of(&sa), Ok(TargetKind::Storage));
-        let kv = ResourceId::parse("/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v").expect("valid");
-        assert!(kind_of(&kv).unwrap_err().contains("Microsoft.KeyVault/vaults"));
+        let kv = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v",
+        )
+        .expect("valid");
+        assert!(
+            kind_of(&kv)
+                .unwrap_err()
+                .contains("Microsoft.KeyVault/vaults")
+        );
         assert!(ResourceId::parse("/subscriptions/s/providers/x").is_err());
         assert!(ResourceId::parse("ns").is_err());
     }
@@ -339,11 +352,20 @@ mod tests {
     #[test]
     fn storage_normalization_splits_31_and_drops_private_and_v6() {
         let n = normalize_public(
-            &set(&["20.0.0.0/31", "20.0.0.8/32", "10.1.0.0/16", "20.1.0.0/27", "2603:1000::/48"]),
+            &set(&[
+                "20.0.0.0/31",
+                "20.0.0.8/32",
+                "10.1.0.0/16",
+                "20.1.0.0/27",
+                "2603:1000::/48",
+            ]),
             false,
             true,
         );
-        assert_eq!(n.rules, set(&["20.0.0.0/32", "20.0.0.1/32", "20.0.0.8/32", "20.1.0.0/27"]));
+        assert_eq!(
+            n.rules,
+            set(&["20.0.0.0/32", "20.0.0.1/32", "20.0.0.8/32", "20.1.0.0/27"])
+        );
         assert_eq!(n.dropped.len(), 2);
         assert!(n.dropped[0].contains("RFC 1918"));
         let with_v6 = normalize_public(&set(&["2603:1000::/48", "fd00::/8"]), true, true);

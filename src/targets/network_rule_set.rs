@@ -15,7 +15,11 @@ fn path(target: &TargetSpec) -> String {
     format!("{}/networkRuleSets/default", target.resource.id)
 }
 
-pub async fn read(arm: &ArmClient, target: &TargetSpec, action: &str) -> Result<LiveState, ArmError> {
+pub async fn read(
+    arm: &ArmClient,
+    target: &TargetSpec,
+    action: &str,
+) -> Result<LiveState, ArmError> {
     let body = arm.get(&path(target), API_VERSION, action).await?;
     state_from(&body)
 }
@@ -24,7 +28,9 @@ pub fn state_from(body: &Value) -> Result<LiveState, ArmError> {
     let props = body
         .get("properties")
         .filter(|p| p.is_object())
-        .ok_or_else(|| ArmError::Invalid("the network rule set has no `properties` object".into()))?;
+        .ok_or_else(|| {
+            ArmError::Invalid("the network rule set has no `properties` object".into())
+        })?;
     let (ip, other_ip_rules) = read_rules(&props["ipRules"], "ipMask");
     let vnet_rules = props["virtualNetworkRules"].as_array().map_or(0, Vec::len);
     Ok(LiveState {

@@ -35,8 +35,13 @@ impl Adapter for ServiceBus {
 
     async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
         let mut facts =
-            network_rule_set::namespace_facts(arm, target, "Microsoft.ServiceBus/namespaces/read").await?;
-        if facts.sku.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("Basic")) {
+            network_rule_set::namespace_facts(arm, target, "Microsoft.ServiceBus/namespaces/read")
+                .await?;
+        if facts
+            .sku
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Basic"))
+        {
             facts.unsupported = Some(
                 "Service Bus Basic namespaces cannot hold IP rules; upgrade the namespace to Standard or Premium".into(),
             );

@@ -9,8 +9,8 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{
-    Adapter, LiveState, Normalized, ResourceFacts, TargetKind, TargetSpec, edit_rules, normalize_public,
-    read_rules,
+    Adapter, LiveState, Normalized, ResourceFacts, TargetKind, TargetSpec, edit_rules,
+    normalize_public, read_rules,
 };
 use crate::azure::arm::{ArmClient, ArmError};
 use crate::plan::{Capabilities, LiveRules};
@@ -26,7 +26,9 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
     let acls = account["properties"]
         .get("networkAcls")
         .filter(|a| a.is_object())
-        .ok_or_else(|| ArmError::Invalid("the storage account has no `properties.networkAcls` object".into()))?;
+        .ok_or_else(|| {
+            ArmError::Invalid("the storage account has no `properties.networkAcls` object".into())
+        })?;
     let (v4, other_v4) = read_rules(&acls["ipRules"], "value");
     let (v6, other_v6) = read_rules(&acls["ipv6Rules"], "value");
     Ok(LiveState {
@@ -36,7 +38,9 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
             other_ip_rules: other_v4 + other_v6,
         },
         default_action: acls["defaultAction"].as_str().map(str::to_owned),
-        public_network_access: account["properties"]["publicNetworkAccess"].as_str().map(str::to_owned),
+        public_network_access: account["properties"]["publicNetworkAccess"]
+            .as_str()
+            .map(str::to_owned),
         trusted_service_access: acls["bypass"].as_str().map(|b| b.contains("AzureServices")),
         notes: Vec::new(),
         location: account["location"].as_str().map(str::to_owned),
@@ -80,7 +84,9 @@ impl Adapter for Storage {
     }
 
     async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
-        let account = arm.get(&target.resource.id, API_VERSION, ACTION_READ).await?;
+        let account = arm
+            .get(&target.resource.id, API_VERSION, ACTION_READ)
+            .await?;
         Ok(ResourceFacts {
             sku: account["sku"]["name"].as_str().map(str::to_owned),
             location: account["location"].as_str().map(str::to_owned),
@@ -89,7 +95,9 @@ impl Adapter for Storage {
     }
 
     async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
-        let account = arm.get(&target.resource.id, API_VERSION, ACTION_READ).await?;
+        let account = arm
+            .get(&target.resource.id, API_VERSION, ACTION_READ)
+            .await?;
         state_from(&account)
     }
 
@@ -111,7 +119,9 @@ impl Adapter for Storage {
             acls["ipv6Rules"] = Value::Array(edit_rules(&v6, "value", &add6, &remove6));
         }
         let body = serde_json::json!({ "properties": { "networkAcls": acls } });
-        let answer = arm.patch(&target.resource.id, API_VERSION, &body, ACTION_WRITE).await?;
+        let answer = arm
+            .patch(&target.resource.id, API_VERSION, &body, ACTION_WRITE)
+            .await?;
         state_from(&answer)
     }
 }
