@@ -11,8 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::azure::CloudEndpoints;
+use crate::azure::arm::ArmSettings;
+use crate::azure::auth::{AuthMethod, AuthSettings};
 use crate::feed::Cloud;
 use crate::tags::TagSelection;
+use crate::targets::{ResourceId, TargetSpec, kind_of};
 
 /// Where the feed comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -52,6 +56,64 @@ pub struct ConfigFile {
     pub feed: FeedSection,
     pub tags: TagsSection,
     pub database: DatabaseSection,
+    pub azure: AzureSection,
+    pub policy: PolicySection,
+    pub targets: Vec<TargetSection>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AzureSection {
+    pub auth: AuthMethod,
+    /// Overrides the cloud's Resource Manager endpoint (emulators, tests).
+    pub resource_manager: Option<String>,
+    /// Overrides the cloud's Entra ID authority host.
+    pub authority_host: Option<String>,
+    pub client_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    /// Present only to refuse it with a clear message: secrets never live
+    /// in the configuration file.
+    pub client_secret: Option<toml::Value>,
+    pub timeout: Option<HumanDuration>,
+    pub retries: Option<u32>,
+    pub retry_backoff: Option<HumanDuration>,
+    /// The whole run's Azure work must end within this.
+    pub deadline: Option<HumanDuration>,
+    /// Targets worked on at once.
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    pub removal_grace: HumanDuration,
+    pub max_removal_ratio: f64,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            removal_grace: HumanDuration(Duration::from_secs(7 * 86400)),
+            max_removal_ratio: 0.5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub name: String,
+    pub resource_id: String,
+    /// Overrides [tags] select for this target.
+    pub tags: Option<Vec<String>>,
+    /// Overrides [tags] regions for this target.
+    pub regions: Option<Vec<String>>,
+    #[serde(default)]
+    pub ipv6: bool,
+    pub max_rules: Option<usize>,
+    pub removal_grace: Option<HumanDuration>,
+    pub max_removal_ratio: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -340,7 +402,105 @@ impl ConfigFile {
                 humantime::format_duration(r.0)
             )));
         }
+        let selection = TagSelection::new(select, self.tags.regions);
+        let policy = self.policy;
+        if !(policy.max_removal_ratio > 0.0 && policy.max_removal_ratio <= 1.0) {
+            return Err(ConfigError(format!(
+                "[policy] max_removal_ratio = {} must be above 0 and at most 1",
+                policy.max_removal_ratio
+            )));
+        }
+        let mut targets: Vec<TargetSpec> = Vec::new();
+        for t in self.targets {
+            let at = format!("[[targets]] `{}`", t.name);
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(ConfigError(format!(
+                    "{at}: a target name is letters, digits, `-`, `_` and `.` (it names the target in the ledger, logs and metrics)"
+                )));
+            }
+            if targets.iter().any(|o| o.name == t.name) {
+                return Err(ConfigError(format!("{at}: two targets have this name")));
+            }
+            let resource = ResourceId::parse(&t.resource_id)
+                .map_err(|e| ConfigError(format!("{at}: resource_id {e}")))?;
+            let kind = kind_of(&resource).map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            if let Some(other) = targets.iter().find(|o| o.resource.same_as(&resource.id)) {
+                return Err(ConfigError(format!(
+                    "{at}: the same resource as target `{}`",
+                    other.name
+                )));
+            }
+            if t.max_rules == Some(0) || t.max_rules.is_some_and(|m| m > 10_000) {
+                return Err(ConfigError(format!(
+                    "{at}: max_rules must be between 1 and 10000"
+                )));
+            }
+            let ratio = t.max_removal_ratio.unwrap_or(policy.max_removal_ratio);
+            if !(ratio > 0.0 && ratio <= 1.0) {
+                return Err(ConfigError(format!(
+                    "{at}: max_removal_ratio must be above 0 and at most 1"
+                )));
+            }
+            let target_selection = TagSelection::new(
+                t.tags.unwrap_or_else(|| selection.tags.clone()),
+                t.regions.unwrap_or_else(|| selection.regions.clone()),
+            );
+            if target_selection.tags.is_empty() {
+                return Err(ConfigError(format!("{at}: tags is empty")));
+            }
+            targets.push(TargetSpec {
+                name: t.name,
+                resource,
+                kind,
+                selection: target_selection,
+                ipv6: t.ipv6,
+                max_rules: t.max_rules,
+                removal_grace: t.removal_grace.unwrap_or(policy.removal_grace).0,
+                max_removal_ratio: ratio,
+            });
+        }
+        let azure = self.azure;
+        if azure.client_secret.is_some() {
+            return Err(ConfigError(
+                "[azure] client_secret: secrets are never read from the configuration file; set AZURE_CLIENT_SECRET or [azure] client_secret_file (a mounted secret)".into(),
+            ));
+        }
+        let endpoints = CloudEndpoints::of(feed.cloud);
+        let resource_manager = azure.resource_manager.unwrap_or(endpoints.resource_manager);
+        check_base_url("[azure] resource_manager", &resource_manager)?;
+        let authority_host = azure.authority_host.unwrap_or(endpoints.authority_host);
+        let concurrency = azure.concurrency.unwrap_or(8);
+        if concurrency == 0 || concurrency > 64 {
+            return Err(ConfigError(
+                "[azure] concurrency must be between 1 and 64".into(),
+            ));
+        }
+        let azure_settings = AzureSettings {
+            auth: AuthSettings {
+                method: azure.auth,
+                authority_host,
+                client_id: azure.client_id,
+                tenant_id: azure.tenant_id,
+                client_secret_file: azure.client_secret_file,
+            },
+            arm: ArmSettings {
+                resource_manager: resource_manager.trim_end_matches('/').to_owned(),
+                scope: endpoints.scope,
+                timeout: azure.timeout.map_or(Duration::from_secs(30), |d| d.0),
+                retries: azure.retries.unwrap_or(4),
+                retry_backoff: azure.retry_backoff.map_or(Duration::from_secs(1), |d| d.0),
+                deadline: azure.deadline.map_or(Duration::from_secs(600), |d| d.0),
+            },
+            concurrency,
+        };
         Ok(Settings {
+            targets,
+            azure: azure_settings,
             source,
             cloud: feed.cloud,
             http: HttpSettings {
@@ -350,7 +510,7 @@ impl ConfigFile {
                 retry_backoff: feed.retry_backoff.0,
                 max_bytes: feed.max_bytes.0,
             },
-            selection: TagSelection::new(select, self.tags.regions),
+            selection,
             db_path: self.database.path,
             retention: self.database.retention.map(|d| d.0),
             lock_timeout: self.database.lock_timeout.0,
@@ -403,9 +563,19 @@ pub struct HttpSettings {
     pub max_bytes: u64,
 }
 
+/// Azure access settings.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    pub auth: AuthSettings,
+    pub arm: ArmSettings,
+    pub concurrency: usize,
+}
+
 /// Validated settings: the only configuration the program runs on.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub targets: Vec<TargetSpec>,
+    pub azure: AzureSettings,
     pub source: SourceSpec,
     pub cloud: Cloud,
     pub http: HttpSettings,

@@ -30,6 +30,7 @@ pub mod error;
 pub mod feed;
 pub mod history;
 pub mod http;
+pub mod ledger;
 pub mod plan;
 pub mod prefix;
 pub mod render;

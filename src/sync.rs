@@ -88,12 +88,19 @@ pub async fn run_feed(
     }
 }
 
+/// Every selection the run must resolve: the global one and each target's.
+fn selections(settings: &Settings) -> Vec<&crate::tags::TagSelection> {
+    std::iter::once(&settings.selection)
+        .chain(settings.targets.iter().map(|t| &t.selection))
+        .collect()
+}
+
 fn selection_json(settings: &Settings) -> String {
-    serde_json::json!({
-        "tags": settings.selection.tags,
-        "regions": settings.selection.regions,
-    })
-    .to_string()
+    let all: Vec<serde_json::Value> = selections(settings)
+        .iter()
+        .map(|s| serde_json::json!({"tags": s.tags, "regions": s.regions}))
+        .collect();
+    serde_json::Value::Array(all).to_string()
 }
 
 async fn fetch_and_select(
@@ -150,9 +157,9 @@ async fn fetch_and_select(
         run.found_by = Some(fetched.found_by.clone());
     }
 
-    let selection = &settings.selection;
+    let selections = selections(settings);
     let loaded = source::load(&fetched.content, settings.http.max_bytes, |n| {
-        selection.wants(n)
+        selections.iter().any(|s| s.wants(n))
     })?
     .ok_or_else(|| Error::Internal("the server answered 304 to an unconditional request".into()))?;
     tracing::debug!(
@@ -187,7 +194,15 @@ async fn fetch_and_select(
             }
         }
     }
-    let tags = selection.resolve(&loaded.feed)?;
+    let mut tags = Vec::new();
+    for selection in &selections {
+        for tag in selection.resolve(&loaded.feed)? {
+            if !tags.iter().any(|t: &ServiceTag| t.name == tag.name) {
+                tags.push(tag);
+            }
+        }
+    }
+    tags.sort_by(|a, b| a.name.cmp(&b.name));
     let mut warnings = Vec::new();
     for tag in &tags {
         if tag.prefixes.is_empty() {

@@ -1,0 +1,204 @@
+//! The ownership ledger and the record of applies, in the history database.
+//!
+//! Ownership is explicit: a rule is tagsync's only if tagsync wrote it (or
+//! it was adopted). It is never inferred from "currently in the tag".
+
+use ipnet::IpNet;
+use sqlx::Row;
+
+use crate::history::{History, HistoryError, now};
+use crate::plan::{Ledger, Owned};
+use crate::prefix::PrefixSet;
+use crate::targets::TargetSpec;
+
+/// One apply, as recorded.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyRecord {
+    pub run_id: Option<i64>,
+    pub started_at: String,
+    pub outcome: String,
+    pub guard: Option<String>,
+    pub error: Option<String>,
+    pub rules_before: PrefixSet,
+    pub rules_after: PrefixSet,
+    pub added: PrefixSet,
+    pub removed: PrefixSet,
+    pub drift: PrefixSet,
+}
+
+impl History {
+    fn query_err(&self, e: impl std::fmt::Display) -> HistoryError {
+        HistoryError::Query {
+            path: self.path().display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// The ledger of a target. A target whose name now points at another
+    /// resource than the one its ledger was written for is refused: the
+    /// ledger describes rules on the old resource.
+    pub async fn ledger(&self, target: &TargetSpec) -> Result<Ledger, HistoryError> {
+        let recorded: Option<String> =
+            sqlx::query_scalar("SELECT resource_id FROM targets WHERE name = ?1")
+                .bind(&target.name)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| self.query_err(e))?;
+        if let Some(id) = recorded
+            && !target.resource.same_as(&id)
+        {
+            return Err(HistoryError::NotFound(format!(
+                "target `{}` now names {}, but its ownership ledger was written for {id}; \
+                 run `tagsync targets release {}` to forget the old ledger, or use a new target name",
+                target.name, target.resource.id, target.name
+            )));
+        }
+        let rows = sqlx::query("SELECT prefix, last_desired_at FROM ownership WHERE target = ?1")
+            .bind(&target.name)
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.query_err(e))?;
+        rows.iter()
+            .map(|r| {
+                let prefix: &str = r.get(0);
+                let net: IpNet = prefix.parse().map_err(|_| {
+                    self.query_err(format!("ownership row `{prefix}` is not a prefix"))
+                })?;
+                Ok((
+                    net,
+                    Owned {
+                        last_desired_at: r.get(1),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Updates the ledger after a write (or a no-change run) in one
+    /// transaction: `added` becomes owned, `removed` is forgotten, and owned
+    /// prefixes still `desired` are stamped as desired now.
+    pub async fn update_ledger(
+        &self,
+        target: &TargetSpec,
+        added: &PrefixSet,
+        removed: &PrefixSet,
+        desired: &PrefixSet,
+        adopted: bool,
+    ) -> Result<(), HistoryError> {
+        let stamp = now();
+        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        sqlx::query(
+            "INSERT INTO targets (name, resource_id, kind, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&target.name)
+        .bind(&target.resource.id)
+        .bind(target.kind.as_str())
+        .bind(&stamp)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.query_err(e))?;
+        for net in added.iter() {
+            sqlx::query(
+                "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted) VALUES (?1, ?2, ?3, ?3, ?4)
+                 ON CONFLICT (target, prefix) DO UPDATE SET last_desired_at = excluded.last_desired_at",
+            )
+            .bind(&target.name)
+            .bind(net.to_string())
+            .bind(&stamp)
+            .bind(adopted)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        }
+        for net in removed.iter() {
+            sqlx::query("DELETE FROM ownership WHERE target = ?1 AND prefix = ?2")
+                .bind(&target.name)
+                .bind(net.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.query_err(e))?;
+        }
+        for net in desired.iter() {
+            sqlx::query(
+                "UPDATE ownership SET last_desired_at = ?3 WHERE target = ?1 AND prefix = ?2",
+            )
+            .bind(&target.name)
+            .bind(net.to_string())
+            .bind(&stamp)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.query_err(e))
+    }
+
+    /// Forgets owned prefixes of a target (all of them when `prefixes` is
+    /// None, and the target's record too). Returns how many were released.
+    pub async fn release(
+        &self,
+        target: &str,
+        prefixes: Option<&PrefixSet>,
+    ) -> Result<u64, HistoryError> {
+        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut n = 0;
+        match prefixes {
+            Some(set) => {
+                for net in set.iter() {
+                    n += sqlx::query("DELETE FROM ownership WHERE target = ?1 AND prefix = ?2")
+                        .bind(target)
+                        .bind(net.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.query_err(e))?
+                        .rows_affected();
+                }
+            }
+            None => {
+                n = sqlx::query("DELETE FROM ownership WHERE target = ?1")
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(e))?
+                    .rows_affected();
+                sqlx::query("DELETE FROM targets WHERE name = ?1")
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.query_err(e))?;
+        Ok(n)
+    }
+
+    pub async fn record_apply(
+        &self,
+        target: &TargetSpec,
+        rec: &ApplyRecord,
+    ) -> Result<i64, HistoryError> {
+        let id = sqlx::query(
+            "INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome, guard, error,
+                 rules_before, rules_after, added, removed, drift)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )
+        .bind(rec.run_id)
+        .bind(&target.name)
+        .bind(&target.resource.id)
+        .bind(&rec.started_at)
+        .bind(now())
+        .bind(&rec.outcome)
+        .bind(&rec.guard)
+        .bind(&rec.error)
+        .bind(rec.rules_before.to_lines())
+        .bind(rec.rules_after.to_lines())
+        .bind(rec.added.to_lines())
+        .bind(rec.removed.to_lines())
+        .bind(rec.drift.to_lines())
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?
+        .last_insert_rowid();
+        Ok(id)
+    }
+}
