@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Keeps Azure IP firewalls in step with Microsoft's published service tags",
     long_about = None,
     after_help = "Exit codes: 0 success, 1 internal error, 2 usage or configuration error, \
-                  3 feed or source error (including refused feeds), 4 database error or lock held."
+                  3 feed or source error (including refused feeds), 4 database error or lock held, \
+                  5 a target failed, 6 a guard refused a target."
 )]
 pub struct Cli {
     /// TOML configuration file (optional: built-in defaults without one).
@@ -59,8 +60,16 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Fetch the feed, record it in the history and print what changed.
+    /// Fetch the feed, record it, plan and apply every target.
     Sync(SyncArgs),
+    /// Fetch and record the feed, then show what would change on every
+    /// target, and why. Writes nothing to Azure.
+    Plan(PlanArgs),
+    /// Apply exactly a saved plan; refuse targets whose rules changed since.
+    Apply(ApplyArgs),
+    /// Inspect and manage targets.
+    #[command(subcommand)]
+    Targets(TargetsCommand),
     /// Inspect a feed without recording anything.
     #[command(subcommand)]
     Feed(FeedCommand),
@@ -85,6 +94,63 @@ pub struct SyncArgs {
     /// (recorded with the run).
     #[arg(long)]
     pub allow_regression: bool,
+    /// Plan and print, then stop: no write to any target.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Only these targets (repeatable; default all).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Lift the max_removal_ratio guard for this run.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Save the plan as JSON for `tagsync apply`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Only these targets (repeatable; default all).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Plan as if --force were given (lifts the removal-ratio guard).
+    #[arg(long)]
+    pub force: bool,
+    /// Read the feed from this file instead of the configured source.
+    #[arg(long, value_name = "FILE")]
+    pub feed_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A plan saved by `tagsync plan --out`.
+    pub plan: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TargetsCommand {
+    /// Per target: access works, resource found, tier supports IP rules,
+    /// current rules, capacity, warnings.
+    Check(TargetsCheckArgs),
+    /// Take over rules as owned (default: live rules that are desired).
+    Adopt(OwnershipArgs),
+    /// Forget owned rules (default: all of the target's), leaving them in place.
+    Release(OwnershipArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TargetsCheckArgs {
+    /// Only these targets (repeatable; default all).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct OwnershipArgs {
+    /// The target's name.
+    pub name: String,
+    /// Prefixes (default: see the command).
+    pub prefixes: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,9 +8,10 @@ use clap::Parser;
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
+use crate::azure::arm::ArmClient;
 use crate::cli::{
-    Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedShowArgs, HistoryArgs, LogFormat,
-    OutputFormat, SyncArgs,
+    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedShowArgs, HistoryArgs,
+    LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs, TargetsCheckArgs, TargetsCommand,
 };
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
@@ -18,8 +19,10 @@ use crate::feed::source::{self, Content};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::prefix::PrefixSet;
+use crate::reconcile::{PLAN_FORMAT, PlanDocument, ReconcileOptions, TargetReport, reconcile};
 use crate::render;
 use crate::sync::{SyncOptions, run_feed};
+use crate::targets::{TargetSpec, adapter_for};
 
 /// The whole program: parse, run, exit.
 pub fn main() -> ExitCode {
@@ -88,6 +91,11 @@ fn init_logging(cli: &Cli) {
 pub async fn run(cli: Cli) -> Result<u8, Error> {
     match &cli.command {
         Command::Sync(args) => sync(&cli, args).await,
+        Command::Plan(args) => plan_cmd(&cli, args).await,
+        Command::Apply(args) => apply_cmd(&cli, args).await,
+        Command::Targets(TargetsCommand::Check(args)) => targets_check(&cli, args).await,
+        Command::Targets(TargetsCommand::Adopt(args)) => targets_adopt(&cli, args).await,
+        Command::Targets(TargetsCommand::Release(args)) => targets_release(&cli, args).await,
         Command::Feed(FeedCommand::Show(args)) => feed_show(&cli, args).await,
         Command::History(args) => history(&cli, args).await,
         Command::Diff(args) => diff(&cli, args).await,
@@ -154,11 +162,345 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     let opts = SyncOptions {
         allow_regression: args.allow_regression,
     };
+    let targets = select_targets(&settings, &args.targets)?;
     let result = run_feed(&settings, &history, &http, &opts).await;
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            history.close().await;
+            return Err(e);
+        }
+    };
+    let mut report = render::SyncReport::new(&run);
+    if !targets.is_empty() {
+        let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
+        let arm = arm_client(&settings);
+        let arm = match arm {
+            Ok(a) => a,
+            Err(e) => {
+                history.close().await;
+                return Err(e);
+            }
+        };
+        let ropts = ReconcileOptions {
+            dry_run: args.dry_run,
+            force: args.force,
+        };
+        report.targets = reconcile(
+            &targets,
+            &states,
+            &history,
+            &arm,
+            Some(run.recorded.run_id),
+            settings.azure.concurrency,
+            &ropts,
+        )
+        .await;
+    }
     history.close().await;
-    let run = result?;
-    let report = render::SyncReport::new(&run);
     emit(cli.output, &report, render::sync_human)?;
+    Ok(targets_exit(&report.targets))
+}
+
+/// The configured targets, or those named with --target.
+fn select_targets(settings: &Settings, names: &[String]) -> Result<Vec<TargetSpec>, Error> {
+    for name in names {
+        if !settings.targets.iter().any(|t| &t.name == name) {
+            let known: Vec<&str> = settings.targets.iter().map(|t| t.name.as_str()).collect();
+            return Err(Error::Usage(format!(
+                "no target named `{name}`; configured targets: {}",
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(settings
+        .targets
+        .iter()
+        .filter(|t| names.is_empty() || names.contains(&t.name))
+        .cloned()
+        .collect())
+}
+
+fn arm_client(settings: &Settings) -> Result<ArmClient, Error> {
+    let (credential, _) = crate::azure::auth::credential(&settings.azure.auth)
+        .map_err(|e| Error::Azure(e.to_string()))?;
+    ArmClient::new(settings.azure.arm.clone(), credential).map_err(|e| Error::Azure(e.to_string()))
+}
+
+/// 0 when every target succeeded, 5 when one failed, else 6 when a guard
+/// refused one.
+fn targets_exit(reports: &[TargetReport]) -> u8 {
+    if reports.iter().any(|r| r.outcome == "failed") {
+        exit::TARGET_FAILED
+    } else if reports.iter().any(|r| r.outcome == "refused") {
+        exit::GUARD_REFUSED
+    } else {
+        exit::OK
+    }
+}
+
+async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), None))?;
+    let targets = select_targets(&settings, &args.targets)?;
+    if targets.is_empty() {
+        return Err(Error::Usage(
+            "no targets are configured: add [[targets]] to the configuration".into(),
+        ));
+    }
+    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
+    let history = History::open(&settings.db_path, true).await?;
+    let http =
+        HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
+    let run = run_feed(&settings, &history, &http, &SyncOptions::default()).await;
+    let result = match (run, arm_client(&settings)) {
+        (Ok(run), Ok(arm)) => {
+            let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
+            let ropts = ReconcileOptions {
+                dry_run: true,
+                force: args.force,
+            };
+            let reports = reconcile(
+                &targets,
+                &states,
+                &history,
+                &arm,
+                Some(run.recorded.run_id),
+                settings.azure.concurrency,
+                &ropts,
+            )
+            .await;
+            Ok(PlanDocument {
+                format: PLAN_FORMAT,
+                created_at: crate::history::now(),
+                run_id: run.recorded.run_id,
+                change_number: run.feed.change_number,
+                targets: reports,
+            })
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    history.close().await;
+    let doc = result?;
+    if let Some(path) = &args.out {
+        let text =
+            serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
+        std::fs::write(path, text + "\n").map_err(|e| {
+            Error::Usage(format!("cannot write the plan to {}: {e}", path.display()))
+        })?;
+    }
+    emit(cli.output, &doc, |d| render::targets_human(&d.targets))?;
+    Ok(targets_exit(&doc.targets))
+}
+
+async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
+    let text = std::fs::read_to_string(&args.plan)
+        .map_err(|e| Error::Usage(format!("cannot read the plan {}: {e}", args.plan.display())))?;
+    let doc: PlanDocument = serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{} is not a plan saved by `tagsync plan --out`: {e}",
+            args.plan.display()
+        ))
+    })?;
+    if doc.format != PLAN_FORMAT {
+        return Err(Error::Usage(format!(
+            "the plan {} has format {}, this tagsync reads format {PLAN_FORMAT}; make a new plan",
+            args.plan.display(),
+            doc.format
+        )));
+    }
+    let settings = settings(cli, |_| {})?;
+    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
+    let history = History::open(&settings.db_path, true).await?;
+    let arm = arm_client(&settings);
+    let reports = match arm {
+        Ok(arm) => Ok(crate::reconcile::apply_document(
+            &doc,
+            &settings.targets,
+            &history,
+            &arm,
+            settings.azure.concurrency,
+        )
+        .await),
+        Err(e) => Err(e),
+    };
+    history.close().await;
+    let reports = reports?;
+    emit(cli.output, &reports, |r| render::targets_human(r))?;
+    Ok(targets_exit(&reports))
+}
+
+async fn targets_check(cli: &Cli, args: &TargetsCheckArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |_| {})?;
+    let targets = select_targets(&settings, &args.targets)?;
+    let history = History::open(&settings.db_path, true).await?;
+    let arm = match arm_client(&settings) {
+        Ok(a) => a,
+        Err(e) => {
+            history.close().await;
+            return Err(e);
+        }
+    };
+    let mut checks = Vec::new();
+    for target in &targets {
+        checks.push(check_one(&history, &arm, target).await);
+    }
+    history.close().await;
+    emit(cli.output, &checks, |c| render::checks_human(c))?;
+    Ok(
+        if checks
+            .iter()
+            .all(|c| c.error.is_none() && c.unsupported.is_none())
+        {
+            exit::OK
+        } else {
+            exit::TARGET_FAILED
+        },
+    )
+}
+
+async fn check_one(history: &History, arm: &ArmClient, target: &TargetSpec) -> render::TargetCheck {
+    let adapter = adapter_for(target.kind);
+    let caps = adapter.capabilities(target);
+    let mut check = render::TargetCheck::new(target, caps.budget);
+    let facts = match adapter.facts(arm, target).await {
+        Ok(f) => f,
+        Err(e) => {
+            check.error = Some(e.to_string());
+            return check;
+        }
+    };
+    check.sku = facts.sku.clone();
+    check.location = facts.location.clone();
+    check.unsupported = facts.unsupported.clone();
+    let live = match adapter.read(arm, target).await {
+        Ok(l) => l,
+        Err(e) => {
+            check.error = Some(e.to_string());
+            return check;
+        }
+    };
+    let ledger = match history.ledger(target).await {
+        Ok(l) => l,
+        Err(e) => {
+            check.error = Some(e.to_string());
+            return check;
+        }
+    };
+    let foreign = crate::reconcile::foreign_rules(&live, &ledger);
+    check.ip_rules = live.rules.ip.len() + live.rules.other_ip_rules;
+    check.owned = live.rules.ip.len() - foreign.len();
+    check.foreign = foreign.len() + live.rules.other_ip_rules;
+    check.vnet_rules = live.rules.vnet_rules;
+    check.used = check.ip_rules
+        + if caps.vnet_rules_share_budget {
+            live.rules.vnet_rules
+        } else {
+            0
+        };
+    check.left = caps.budget.saturating_sub(check.used);
+    check.default_action = live.default_action.clone();
+    check.warnings = crate::reconcile::live_warnings(target, &live, &facts, &[]);
+    check
+}
+
+async fn targets_adopt(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |_| {})?;
+    let target = select_targets(&settings, std::slice::from_ref(&args.name))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Usage(format!("no target named `{}`", args.name)))?;
+    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
+    let history = History::open(&settings.db_path, true).await?;
+    let result = adopt(&settings, &history, &target, &args.prefixes).await;
+    history.close().await;
+    let adopted = result?;
+    let report = serde_json::json!({"target": target.name, "adopted": adopted});
+    emit(cli.output, &report, |_| {
+        format!(
+            "target {}: adopted {} rules\n{}",
+            target.name,
+            adopted.len(),
+            adopted.to_lines() + if adopted.is_empty() { "" } else { "\n" }
+        )
+    })?;
+    Ok(exit::OK)
+}
+
+async fn adopt(
+    settings: &Settings,
+    history: &History,
+    target: &TargetSpec,
+    args: &[String],
+) -> Result<PrefixSet, Error> {
+    let arm = arm_client(settings)?;
+    let adapter = adapter_for(target.kind);
+    let live = adapter
+        .read(&arm, target)
+        .await
+        .map_err(|e| Error::Azure(e.to_string()))?;
+    let ledger = history.ledger(target).await?;
+    let foreign = crate::reconcile::foreign_rules(&live, &ledger);
+    let adopt = if args.is_empty() {
+        let run = history.latest_snapshot_run().await?.ok_or_else(|| {
+            Error::Usage("the history has no snapshots yet; run `tagsync sync` first".into())
+        })?;
+        let names: Vec<String> = history
+            .run_snapshots(run)
+            .await?
+            .into_iter()
+            .map(|(n, _, _)| n)
+            .collect();
+        let states = history.run_tags(run, &names).await?.unwrap_or_default();
+        let tags =
+            crate::reconcile::select_states(&target.selection, &states).map_err(Error::Usage)?;
+        let desired = tags
+            .iter()
+            .fold(PrefixSet::new(), |acc, t| acc.union(&t.prefixes));
+        adapter
+            .normalize(&desired, target)
+            .rules
+            .intersection(&foreign)
+    } else {
+        let wanted = crate::reconcile::parse_prefix_args(args).map_err(Error::Usage)?;
+        let absent = wanted.difference(&live.rules.ip);
+        if !absent.is_empty() {
+            return Err(Error::Usage(format!(
+                "not rules of target `{}`: {}; only live rules can be adopted",
+                target.name,
+                absent.to_strings().join(", ")
+            )));
+        }
+        wanted
+    };
+    history
+        .update_ledger(target, &adopt, &PrefixSet::new(), &adopt, true)
+        .await?;
+    Ok(adopt)
+}
+
+async fn targets_release(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |_| {})?;
+    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
+    let history = History::open(&settings.db_path, true).await?;
+    let prefixes = if args.prefixes.is_empty() {
+        None
+    } else {
+        Some(crate::reconcile::parse_prefix_args(&args.prefixes).map_err(Error::Usage)?)
+    };
+    let result = history.release(&args.name, prefixes.as_ref()).await;
+    history.close().await;
+    let released = result?;
+    let report = serde_json::json!({"target": args.name, "released": released});
+    emit(cli.output, &report, |_| {
+        format!(
+            "target {}: released {released} rules (they stay on the resource, now foreign)\n",
+            args.name
+        )
+    })?;
     Ok(exit::OK)
 }
 

@@ -16,6 +16,8 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     pub const FEED: u8 = 3;
     pub const DATABASE: u8 = 4;
+    pub const TARGET_FAILED: u8 = 5;
+    pub const GUARD_REFUSED: u8 = 6;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,9 @@ pub enum Error {
     Refused(String),
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// Azure cannot be reached at all (credentials, client): every target fails.
+    #[error("{0}")]
+    Azure(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -52,6 +57,7 @@ impl Error {
             Error::Usage(_) | Error::Config(_) => exit::USAGE,
             Error::Source(_) | Error::Feed(_) | Error::Refused(_) => exit::FEED,
             Error::History(_) => exit::DATABASE,
+            Error::Azure(_) => exit::TARGET_FAILED,
             Error::Internal(_) => exit::INTERNAL,
         }
     }
@@ -65,6 +71,7 @@ impl Error {
             Error::Feed(_) => "feed",
             Error::Refused(_) => "refused",
             Error::History(_) => "database",
+            Error::Azure(_) => "azure",
             Error::Internal(_) => "internal",
         }
     }

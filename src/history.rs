@@ -207,6 +207,7 @@ pub struct SnapshotEntry {
     pub removed: Vec<String>,
 }
 
+#[derive(Clone)]
 pub struct History {
     pool: SqlitePool,
     path: PathBuf,

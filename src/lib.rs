@@ -33,6 +33,7 @@ pub mod http;
 pub mod ledger;
 pub mod plan;
 pub mod prefix;
+pub mod reconcile;
 pub mod render;
 pub mod sync;
 pub mod tags;

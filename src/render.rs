@@ -11,6 +11,7 @@ use crate::config::{Settings, SourceSpec};
 use crate::feed::{ScannedFeed, ServiceTag};
 use crate::history::{RunEntry, TagChange};
 use crate::prefix::PrefixSet;
+use crate::reconcile::TargetReport;
 use crate::sync::{FeedInfo, FeedRun};
 
 #[derive(Debug, Serialize)]
@@ -22,6 +23,8 @@ pub struct SyncReport {
     pub tags: Vec<TagReport>,
     pub warnings: Vec<String>,
     pub pruned_runs: u64,
+    /// One report per target (empty when no targets are configured).
+    pub targets: Vec<TargetReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -71,6 +74,7 @@ impl SyncReport {
             tags: run.recorded.tags.iter().map(TagReport::new).collect(),
             warnings: run.warnings.clone(),
             pruned_runs: run.pruned_runs,
+            targets: Vec::new(),
         }
     }
 }
@@ -144,6 +148,137 @@ pub fn sync_human(r: &SyncReport) -> String {
             "pruned {} old runs ([database] retention)",
             r.pruned_runs
         );
+    }
+    if !r.targets.is_empty() {
+        out.push('\n');
+        out.push_str(&targets_human(&r.targets));
+    }
+    out
+}
+
+/// Each target's plan or result, readable.
+pub fn targets_human(reports: &[TargetReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(out, "target {} ({}): {}", r.name, r.kind, r.outcome);
+        let _ = writeln!(out, "  {}", r.resource_id);
+        if !r.tags.is_empty() {
+            let _ = writeln!(out, "  tags: {}", r.tags.join(", "));
+        }
+        if let Some(p) = &r.plan {
+            let _ = writeln!(
+                out,
+                "  rules {} -> {} of {}; +{} -{}; {} owned kept, {} foreign kept, {} awaiting removal",
+                p.capacity.used_before,
+                p.capacity.used_after,
+                p.capacity.budget,
+                p.add.len(),
+                p.remove.len(),
+                p.keep.len(),
+                p.foreign.len(),
+                p.pending_removal.len()
+            );
+            for n in p.add.iter() {
+                let _ = writeln!(out, "  + {n}");
+            }
+            for n in p.remove.iter() {
+                let _ = writeln!(out, "  - {n}");
+            }
+        }
+        if let (Some(g), Some(e)) = (&r.guard, &r.error) {
+            let _ = writeln!(out, "  refused ({g}): {e}");
+        } else if let Some(e) = &r.error {
+            let _ = writeln!(out, "  error: {e}");
+        }
+        for n in r.drift.iter() {
+            let _ = writeln!(out, "  drift: {n}");
+        }
+        for w in &r.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
+    }
+    out
+}
+
+/// `tagsync targets check`, per target.
+#[derive(Debug, Serialize)]
+pub struct TargetCheck {
+    pub name: String,
+    pub kind: String,
+    pub resource_id: String,
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    /// Why the resource cannot hold IP rules, if it cannot.
+    pub unsupported: Option<String>,
+    pub default_action: Option<String>,
+    pub ip_rules: usize,
+    pub owned: usize,
+    pub foreign: usize,
+    pub vnet_rules: usize,
+    pub budget: usize,
+    pub used: usize,
+    pub left: usize,
+    pub warnings: Vec<String>,
+    pub error: Option<String>,
+}
+
+impl TargetCheck {
+    pub fn new(t: &crate::targets::TargetSpec, budget: usize) -> Self {
+        Self {
+            name: t.name.clone(),
+            kind: t.kind.as_str().to_owned(),
+            resource_id: t.resource.id.clone(),
+            sku: None,
+            location: None,
+            unsupported: None,
+            default_action: None,
+            ip_rules: 0,
+            owned: 0,
+            foreign: 0,
+            vnet_rules: 0,
+            budget,
+            used: 0,
+            left: 0,
+            warnings: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+pub fn checks_human(checks: &[TargetCheck]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let status = if c.error.is_some() {
+            "FAILED"
+        } else if c.unsupported.is_some() {
+            "UNSUPPORTED"
+        } else {
+            "ok"
+        };
+        let _ = writeln!(out, "target {} ({}): {status}", c.name, c.kind);
+        let _ = writeln!(out, "  {}", c.resource_id);
+        if let Some(e) = &c.error {
+            let _ = writeln!(out, "  error: {e}");
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  sku {}, location {}, defaultAction {}",
+            c.sku.as_deref().unwrap_or("?"),
+            c.location.as_deref().unwrap_or("?"),
+            c.default_action.as_deref().unwrap_or("?")
+        );
+        if let Some(u) = &c.unsupported {
+            let _ = writeln!(out, "  unsupported: {u}");
+        }
+        let _ = writeln!(
+            out,
+            "  {} IP rules ({} owned, {} foreign), {} virtual network rules; {} of {} used, {} left",
+            c.ip_rules, c.owned, c.foreign, c.vnet_rules, c.used, c.budget, c.left
+        );
+        for w in &c.warnings {
+            let _ = writeln!(out, "  warning: {w}");
+        }
     }
     out
 }

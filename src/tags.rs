@@ -57,7 +57,7 @@ impl TagSelection {
             for wanted in &self.regions {
                 let found: Vec<&ServiceTag> = subtags
                     .iter()
-                    .filter(|t| region_matches(base, t, wanted))
+                    .filter(|t| region_matches(base, &t.name, &t.region, wanted))
                     .collect();
                 if found.is_empty() {
                     let mut known: Vec<String> = subtags
@@ -101,10 +101,10 @@ pub fn subtag_location(base: &str, name: &str) -> String {
 
 /// Whether a sub-tag of `base` is the one for region `wanted`: its name
 /// suffix (the ARM location) or its `region` field (the feed's spelling).
-pub fn region_matches(base: &str, tag: &ServiceTag, wanted: &str) -> bool {
+pub fn region_matches(base: &str, name: &str, region: &str, wanted: &str) -> bool {
     let wanted = normalize_region(wanted);
-    normalize_region(&subtag_location(base, &tag.name)) == wanted
-        || (!tag.region.is_empty() && normalize_region(&tag.region) == wanted)
+    normalize_region(&subtag_location(base, name)) == wanted
+        || (!region.is_empty() && normalize_region(region) == wanted)
 }
 
 fn normalize_region(s: &str) -> String {

@@ -1,0 +1,551 @@
+//! Reconcile: plan and apply every target.
+//!
+//! One code path serves `plan`, `sync --dry-run`, `sync` and `apply`: read
+//! the live rules, compute the pure plan, stop there for a plan or dry-run,
+//! otherwise re-read (re-planning if someone changed the rules meanwhile),
+//! write the whole rule set, read it back to detect drift, and update the
+//! ownership ledger. Targets run concurrently and independently: one
+//! failing target never stops the others.
+
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use tokio::sync::Semaphore;
+
+use crate::azure::arm::ArmClient;
+use crate::history::{History, TagState, now};
+use crate::ledger::ApplyRecord;
+use crate::plan::{Policy, TargetPlan, plan};
+use crate::prefix::PrefixSet;
+use crate::tags::TagSelection;
+use crate::targets::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, adapter_for};
+
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileOptions {
+    /// Compute and show the plan; write nothing to Azure or the ledger.
+    pub dry_run: bool,
+    /// Lift the removal-ratio guard.
+    pub force: bool,
+}
+
+/// What happened to one target. Also the per-target part of a saved plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub name: String,
+    pub kind: String,
+    pub resource_id: String,
+    /// `planned`, `applied`, `unchanged`, `refused` or `failed`.
+    pub outcome: String,
+    pub tags: Vec<String>,
+    /// The desired rules (the tags' prefixes in this target's rule form).
+    pub desired: Option<PrefixSet>,
+    pub plan: Option<TargetPlan>,
+    /// Digest of the live rule set the plan was computed on.
+    pub live_fingerprint: Option<String>,
+    pub sku: Option<String>,
+    pub location: Option<String>,
+    /// The guard that refused, when refused.
+    pub guard: Option<String>,
+    pub error: Option<String>,
+    /// Rules that differ from the plan after writing (read back).
+    pub drift: PrefixSet,
+    pub replanned: bool,
+    pub warnings: Vec<String>,
+}
+
+impl TargetReport {
+    fn new(target: &TargetSpec) -> Self {
+        Self {
+            name: target.name.clone(),
+            kind: target.kind.as_str().to_owned(),
+            resource_id: target.resource.id.clone(),
+            outcome: "failed".into(),
+            tags: Vec::new(),
+            desired: None,
+            plan: None,
+            live_fingerprint: None,
+            sku: None,
+            location: None,
+            guard: None,
+            error: None,
+            drift: PrefixSet::new(),
+            replanned: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn fail(mut self, error: impl std::fmt::Display) -> Self {
+        self.outcome = "failed".into();
+        self.error = Some(error.to_string());
+        self
+    }
+}
+
+/// A saved plan (`tagsync plan --out`), applied by `tagsync apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanDocument {
+    pub format: u32,
+    pub created_at: String,
+    pub run_id: i64,
+    pub change_number: Option<u64>,
+    pub targets: Vec<TargetReport>,
+}
+
+pub const PLAN_FORMAT: u32 = 1;
+
+struct Ctx {
+    history: History,
+    arm: ArmClient,
+    run_id: Option<i64>,
+    opts: ReconcileOptions,
+}
+
+/// The tags of `states` a selection picks (the feed run resolved and
+/// recorded every target's selection, so they are all there).
+pub fn select_states<'a>(
+    selection: &TagSelection,
+    states: &'a [TagState],
+) -> Result<Vec<&'a TagState>, String> {
+    let mut out = Vec::new();
+    for base in &selection.tags {
+        if selection.regions.is_empty() {
+            let tag = states
+                .iter()
+                .find(|s| &s.name == base)
+                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))?;
+            out.push(tag);
+            continue;
+        }
+        for region in &selection.regions {
+            let found: Vec<&TagState> = states
+                .iter()
+                .filter(|s| {
+                    s.name.starts_with(&format!("{base}."))
+                        && crate::tags::region_matches(base, &s.name, &s.region, region)
+                })
+                .collect();
+            if found.is_empty() {
+                return Err(format!(
+                    "no sub-tag of `{base}` for region `{region}` was recorded by this run"
+                ));
+            }
+            out.extend(found);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
+}
+
+/// Plans (and unless dry-run, applies) every target, `concurrency` at a time.
+pub async fn reconcile(
+    targets: &[TargetSpec],
+    states: &[TagState],
+    history: &History,
+    arm: &ArmClient,
+    run_id: Option<i64>,
+    concurrency: usize,
+    opts: &ReconcileOptions,
+) -> Vec<TargetReport> {
+    let ctx = Arc::new(Ctx {
+        history: history.clone(),
+        arm: arm.clone(),
+        run_id,
+        opts: opts.clone(),
+    });
+    let states = Arc::new(states.to_vec());
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, target) in targets.iter().cloned().enumerate() {
+        let ctx = ctx.clone();
+        let states = states.clone();
+        let gate = gate.clone();
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await;
+            (i, reconcile_one(&ctx, &target, &states).await)
+        });
+    }
+    collect(tasks, targets.len()).await
+}
+
+async fn collect(
+    mut tasks: tokio::task::JoinSet<(usize, TargetReport)>,
+    n: usize,
+) -> Vec<TargetReport> {
+    let mut out: Vec<Option<TargetReport>> = vec![None; n];
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, report)) => out[i] = Some(report),
+            Err(e) => tracing::error!("a target task panicked: {e}"),
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> TargetReport {
+    let started_at = now();
+    let adapter = adapter_for(target.kind);
+    let mut report = TargetReport::new(target);
+    let tags = match select_states(&target.selection, states) {
+        Ok(t) => t,
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
+    };
+    report.tags = tags.iter().map(|t| t.name.clone()).collect();
+    let desired_raw = tags
+        .iter()
+        .fold(PrefixSet::new(), |acc, t| acc.union(&t.prefixes));
+    let normalized = adapter.normalize(&desired_raw, target);
+    report.desired = Some(normalized.rules.clone());
+    report.warnings.extend(normalized.dropped.iter().cloned());
+
+    let facts = match adapter.facts(&ctx.arm, target).await {
+        Ok(f) => f,
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
+    };
+    report.sku = facts.sku.clone();
+    report.location = facts.location.clone();
+    if let Some(why) = &facts.unsupported {
+        report.outcome = "refused".into();
+        report.guard = Some("tier".into());
+        report.error = Some(why.clone());
+        return finish(ctx, target, report, &started_at, None).await;
+    }
+    let live = match adapter.read(&ctx.arm, target).await {
+        Ok(l) => l,
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
+    };
+    let ledger = match ctx.history.ledger(target).await {
+        Ok(l) => l,
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
+    };
+    report
+        .warnings
+        .extend(live_warnings(target, &live, &facts, &tags));
+    let policy = Policy {
+        removal_grace: target.removal_grace,
+        max_removal_ratio: target.max_removal_ratio,
+        force: ctx.opts.force,
+    };
+    let caps = adapter.capabilities(target);
+    let p = plan(
+        &normalized.rules,
+        &live.rules,
+        &ledger,
+        &caps,
+        &policy,
+        OffsetDateTime::now_utc(),
+    );
+    report.live_fingerprint = Some(live.fingerprint.clone());
+    report.plan = Some(p.clone());
+    if ctx.opts.dry_run {
+        report.outcome = if p.refused() { "refused" } else { "planned" }.into();
+        report.guard = p.refusals.first().map(|r| r.guard.clone());
+        report.error = p.refusals.first().map(|r| r.message.clone());
+        return report;
+    }
+    apply_planned(
+        ctx,
+        adapter,
+        target,
+        report,
+        live,
+        p,
+        &normalized.rules,
+        &started_at,
+        Some((&ledger, &policy)),
+    )
+    .await
+}
+
+/// Applies a plan to a target whose live state was `live` when planned:
+/// re-reads first and, if the rules changed meanwhile, re-plans (with
+/// `replan`) or refuses (a saved plan), then writes, reads back and updates
+/// the ledger.
+#[allow(clippy::too_many_arguments)]
+async fn apply_planned(
+    ctx: &Ctx,
+    adapter: &dyn Adapter,
+    target: &TargetSpec,
+    mut report: TargetReport,
+    live: LiveState,
+    mut p: TargetPlan,
+    desired: &PrefixSet,
+    started_at: &str,
+    replan: Option<(&crate::plan::Ledger, &Policy)>,
+) -> TargetReport {
+    let mut live = live;
+    if !p.refused() && p.has_changes() {
+        let fresh = match adapter.read(&ctx.arm, target).await {
+            Ok(f) => f,
+            Err(e) => return finish(ctx, target, report.fail(e), started_at, Some(&live)).await,
+        };
+        if fresh.fingerprint != live.fingerprint {
+            match replan {
+                Some((ledger, policy)) => {
+                    tracing::warn!(target = %target.name, "the live rules changed since they were read; planning again");
+                    let caps = adapter.capabilities(target);
+                    p = plan(
+                        desired,
+                        &fresh.rules,
+                        ledger,
+                        &caps,
+                        policy,
+                        OffsetDateTime::now_utc(),
+                    );
+                    report.replanned = true;
+                    report.warnings.push("the live rules changed after they were read; the plan was computed again on the new rules".into());
+                    report.live_fingerprint = Some(fresh.fingerprint.clone());
+                    report.plan = Some(p.clone());
+                }
+                None => {
+                    report.outcome = "refused".into();
+                    report.guard = Some("stale-plan".into());
+                    report.error = Some("the target's rules changed since the plan was made; run `tagsync plan` again".into());
+                    return finish(ctx, target, report, started_at, Some(&fresh)).await;
+                }
+            }
+        }
+        live = fresh;
+    }
+    if let Some(r) = p.refusals.first() {
+        report.outcome = "refused".into();
+        report.guard = Some(r.guard.clone());
+        report.error = Some(r.message.clone());
+        return finish(ctx, target, report, started_at, Some(&live)).await;
+    }
+    if !p.has_changes() {
+        report.outcome = "unchanged".into();
+        if let Err(e) = ctx
+            .history
+            .update_ledger(target, &PrefixSet::new(), &PrefixSet::new(), desired, false)
+            .await
+        {
+            return finish(ctx, target, report.fail(e), started_at, Some(&live)).await;
+        }
+        return finish(ctx, target, report, started_at, Some(&live)).await;
+    }
+    let written = match adapter
+        .write(&ctx.arm, target, &live, &p.add, &p.remove)
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => return finish(ctx, target, report.fail(e), started_at, Some(&live)).await,
+    };
+    // Read back: what Azure holds now, not what it answered.
+    let after = match adapter.read(&ctx.arm, target).await {
+        Ok(a) => a,
+        Err(e) => {
+            report
+                .warnings
+                .push(format!("could not read the rules back after writing: {e}"));
+            written
+        }
+    };
+    let missing = p.result.difference(&after.rules.ip);
+    let unexpected = after.rules.ip.difference(&p.result);
+    report.drift = missing.union(&unexpected);
+    if !report.drift.is_empty() {
+        report.warnings.push(format!(
+            "drift: after writing, {} planned rules are missing and {} unplanned rules are present",
+            missing.len(),
+            unexpected.len()
+        ));
+    }
+    let added = p.add.intersection(&after.rules.ip);
+    let removed = p.remove.difference(&after.rules.ip);
+    if let Err(e) = ctx
+        .history
+        .update_ledger(target, &added, &removed, desired, false)
+        .await
+    {
+        return finish(ctx, target, report.fail(e), started_at, Some(&after)).await;
+    }
+    report.outcome = "applied".into();
+    report.plan = Some(p);
+    tracing::info!(target = %target.name, added = added.len(), removed = removed.len(), "applied");
+    finish(ctx, target, report, started_at, Some(&after)).await
+}
+
+/// Records the apply (not for dry-runs) and logs a failure.
+async fn finish(
+    ctx: &Ctx,
+    target: &TargetSpec,
+    report: TargetReport,
+    started_at: &str,
+    live: Option<&LiveState>,
+) -> TargetReport {
+    if let Some(e) = &report.error {
+        tracing::error!(target = %target.name, outcome = %report.outcome, "{e}");
+    }
+    if ctx.opts.dry_run {
+        return report;
+    }
+    let (add, remove) = report
+        .plan
+        .as_ref()
+        .filter(|_| report.outcome == "applied")
+        .map(|p| (p.add.clone(), p.remove.clone()))
+        .unwrap_or_default();
+    let rules_after = live.map(|l| l.rules.ip.clone()).unwrap_or_default();
+    let rules_before = rules_after.difference(&add).union(&remove);
+    let rec = ApplyRecord {
+        run_id: ctx.run_id,
+        started_at: started_at.to_owned(),
+        outcome: report.outcome.clone(),
+        guard: report.guard.clone(),
+        error: report.error.clone(),
+        rules_before,
+        rules_after,
+        added: add,
+        removed: remove,
+        drift: report.drift.clone(),
+    };
+    if let Err(e) = ctx.history.record_apply(target, &rec).await {
+        tracing::error!(target = %target.name, "cannot record the apply: {e}");
+    }
+    report
+}
+
+/// Applies a saved plan: each target only if its live rules are exactly
+/// those the plan was made on.
+pub async fn apply_document(
+    doc: &PlanDocument,
+    targets: &[TargetSpec],
+    history: &History,
+    arm: &ArmClient,
+    concurrency: usize,
+) -> Vec<TargetReport> {
+    let ctx = Arc::new(Ctx {
+        history: history.clone(),
+        arm: arm.clone(),
+        run_id: Some(doc.run_id),
+        opts: ReconcileOptions::default(),
+    });
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, saved) in doc.targets.iter().cloned().enumerate() {
+        let ctx = ctx.clone();
+        let gate = gate.clone();
+        let target = targets.iter().find(|t| t.name == saved.name).cloned();
+        tasks.spawn(async move {
+            let _slot = gate.acquire_owned().await;
+            (i, apply_saved(&ctx, target, saved).await)
+        });
+    }
+    collect(tasks, doc.targets.len()).await
+}
+
+async fn apply_saved(ctx: &Ctx, target: Option<TargetSpec>, saved: TargetReport) -> TargetReport {
+    let started_at = now();
+    let Some(target) = target.filter(|t| t.resource.same_as(&saved.resource_id)) else {
+        let mut r = saved;
+        r.outcome = "failed".into();
+        r.error = Some(
+            "this target is no longer configured with the same resource id; make a new plan".into(),
+        );
+        return r;
+    };
+    let (Some(p), Some(desired), Some(fingerprint)) = (
+        saved.plan.clone(),
+        saved.desired.clone(),
+        saved.live_fingerprint.clone(),
+    ) else {
+        // The plan had already failed for this target: nothing to apply.
+        return saved;
+    };
+    let adapter = adapter_for(target.kind);
+    let mut report = saved;
+    report.warnings.clear();
+    let live = match adapter.read(&ctx.arm, &target).await {
+        Ok(l) => l,
+        Err(e) => return finish(ctx, &target, report.fail(e), &started_at, None).await,
+    };
+    if live.fingerprint != fingerprint {
+        report.outcome = "refused".into();
+        report.guard = Some("stale-plan".into());
+        report.error = Some(
+            "the target's rules changed since the plan was made; run `tagsync plan` again".into(),
+        );
+        return finish(ctx, &target, report, &started_at, Some(&live)).await;
+    }
+    apply_planned(
+        ctx,
+        adapter,
+        &target,
+        report,
+        live,
+        p,
+        &desired,
+        &started_at,
+        None,
+    )
+    .await
+}
+
+/// Warnings about the resource's own settings (plan and `targets check`).
+pub fn live_warnings(
+    target: &TargetSpec,
+    live: &LiveState,
+    facts: &ResourceFacts,
+    tags: &[&TagState],
+) -> Vec<String> {
+    let mut w = Vec::new();
+    if live.default_action.as_deref() == Some("Allow") {
+        w.push("defaultAction is Allow: the IP rules are stored but not enforced (tagsync never changes defaultAction)".into());
+    }
+    if live.public_network_access.as_deref() == Some("Disabled") {
+        w.push(
+            "publicNetworkAccess is Disabled: IP rules have no effect while public access is off"
+                .into(),
+        );
+    }
+    match target.kind {
+        TargetKind::EventHubs | TargetKind::ServiceBus
+            if live.trusted_service_access == Some(true) =>
+        {
+            w.push("trusted Microsoft services access is enabled: Azure Digital Twins with a system-assigned identity may not need IP rules".into());
+        }
+        _ => {}
+    }
+    if target.kind == TargetKind::Storage
+        && let Some(loc) = &facts.location
+    {
+        let same: Vec<&str> = tags
+            .iter()
+            .filter(|t| {
+                let base = t.name.split('.').next().unwrap_or_default();
+                t.name.contains('.') && crate::tags::region_matches(base, &t.name, &t.region, loc)
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if !same.is_empty() {
+            w.push(format!(
+                "the storage account is in {loc}, the region of {}: IP rules do not apply to requests from the same region, so these rules do not admit that traffic; use a resource instance rule or trusted access for it",
+                same.join(", ")
+            ));
+        }
+    }
+    w
+}
+
+/// Prefixes owned by no rule: `live.ip` minus a ledger's keys.
+pub fn foreign_rules(live: &LiveState, ledger: &crate::plan::Ledger) -> PrefixSet {
+    live.rules
+        .ip
+        .difference(&PrefixSet::from_nets(ledger.keys().copied()))
+}
+
+/// Parses prefixes given on the command line.
+pub fn parse_prefix_args(args: &[String]) -> Result<PrefixSet, String> {
+    let nets: Result<Vec<IpNet>, String> = args
+        .iter()
+        .map(|a| {
+            crate::prefix::parse_prefix(a)
+                .map(|(n, _)| n)
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    nets.map(PrefixSet::from_nets)
+}
