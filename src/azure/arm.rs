@@ -96,7 +96,9 @@ pub struct ArmClient {
     http: reqwest::Client,
     settings: Arc<ArmSettings>,
     credential: Arc<dyn TokenCredential>,
-    token: Arc<Mutex<Option<CachedToken>>>,
+    /// The run's token, or the error getting it: one failed attempt fails
+    /// every target of the run at once instead of each waiting its turn.
+    token: Arc<Mutex<Option<Result<CachedToken, String>>>>,
     deadline: Instant,
 }
 
@@ -124,23 +126,40 @@ impl ArmClient {
 
     async fn bearer(&self) -> Result<String, ArmError> {
         let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref().filter(|t| Instant::now() < t.refresh_at) {
-            return Ok(t.token.clone());
+        match cached.as_ref() {
+            Some(Ok(t)) if Instant::now() < t.refresh_at => return Ok(t.token.clone()),
+            Some(Err(e)) => return Err(ArmError::Auth(e.clone())),
+            _ => {}
         }
         let scope = self.settings.scope.as_str();
-        let token = self
-            .credential
-            .get_token(&[scope], None)
+        // azure_core retries token requests on its own for minutes; the run
+        // has a deadline, so a dead identity endpoint must fail in bounded time.
+        let limit = self.settings.timeout.saturating_mul(2);
+        let token = match tokio::time::timeout(limit, self.credential.get_token(&[scope], None))
             .await
-            .map_err(|e| ArmError::Auth(e.to_string()))?;
+        {
+            Ok(Ok(token)) => token,
+            Ok(Err(e)) => {
+                *cached = Some(Err(e.to_string()));
+                return Err(ArmError::Auth(e.to_string()));
+            }
+            Err(_) => {
+                let e = format!(
+                    "no token within {}s; check that the identity endpoint or authority host is reachable",
+                    limit.as_secs()
+                );
+                *cached = Some(Err(e.clone()));
+                return Err(ArmError::Auth(e));
+            }
+        };
         // Refresh five minutes before expiry (or halfway for short tokens).
         let left = (token.expires_on - time::OffsetDateTime::now_utc()).unsigned_abs();
         let margin = Duration::from_secs(300).min(left / 2);
         let value = token.token.secret().to_owned();
-        *cached = Some(CachedToken {
+        *cached = Some(Ok(CachedToken {
             token: value.clone(),
             refresh_at: Instant::now() + left.saturating_sub(margin),
-        });
+        }));
         Ok(value)
     }
 

@@ -1,0 +1,335 @@
+//! A stateful fake of Azure Resource Manager on 127.0.0.1, shaped after the
+//! azure-cli recordings and the REST specs (../shared/azure): network rule
+//! sets answer with `location`, the plural `type` and subnet ids re-cased
+//! (`resourcegroups`); PUT replaces the whole rule set and answers 200;
+//! storage PATCH replaces the whole `networkAcls` (an omitted list comes back
+//! empty). It validates like Azure does (bad CIDR, /31 and /32 and private
+//! ranges on Storage, duplicates, too many rules, zero rules with Deny) and
+//! can be told to fail the next calls (429 + Retry-After, 500, 409 40901).
+//!
+//! The same server is the managed identity token endpoint (App Service
+//! style: `IDENTITY_ENDPOINT` + `X-IDENTITY-HEADER`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+
+use crate::fake_http::{FakeServer, Request, Response};
+
+pub const SUB: &str = "00000000-0000-0000-0000-000000000000";
+pub const RG: &str = "rg-adt";
+pub const TOKEN: &str = "fake-arm-token-5f2a";
+pub const IDENTITY_HEADER: &str = "identity-header-secret-9c1e";
+
+#[derive(Default)]
+pub struct State {
+    /// Lower-cased resource id -> resource JSON.
+    pub resources: HashMap<String, Value>,
+    /// Lower-cased rule set path -> network rule set JSON (EH, SB).
+    pub rule_sets: HashMap<String, Value>,
+    /// Scripted answers, taken first: (path substring, method, response).
+    pub faults: VecDeque<(String, String, Response)>,
+    pub writes: Vec<String>,
+    pub token_requests: usize,
+}
+
+pub struct FakeArm {
+    pub server: FakeServer,
+    pub state: Arc<Mutex<State>>,
+}
+
+pub fn namespace_id(provider: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/{provider}/namespaces/{name}")
+}
+
+pub fn storage_id(name: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Storage/storageAccounts/{name}"
+    )
+}
+
+pub fn subnet_id(vnet: &str) -> String {
+    format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/virtualNetworks/{vnet}/subnets/default"
+    )
+}
+
+impl FakeArm {
+    pub fn start() -> Self {
+        let state = Arc::new(Mutex::new(State::default()));
+        let s = state.clone();
+        let server = FakeServer::start(move |req| handle(&s, req));
+        Self { server, state }
+    }
+
+    pub fn base(&self) -> String {
+        self.server.base()
+    }
+
+    /// An Event Hubs or Service Bus namespace with a rule set.
+    pub fn add_namespace(&self, provider: &str, name: &str, sku: &str, properties: Value) {
+        let id = namespace_id(provider, name);
+        let mut st = self.state.lock().expect("lock");
+        st.resources.insert(
+            id.to_lowercase(),
+            json!({"id": id, "name": name, "type": provider, "location": "West Europe",
+                   "sku": {"name": sku, "tier": sku}, "properties": {"status": "Active"}}),
+        );
+        st.rule_sets.insert(
+            format!("{id}/networkRuleSets/default").to_lowercase(),
+            json!({"id": format!("{id}/networkRuleSets/default"), "name": "default",
+                   "type": format!("{provider}/NetworkRuleSets"), "location": "West Europe",
+                   "properties": properties}),
+        );
+    }
+
+    pub fn add_storage(&self, name: &str, location: &str, network_acls: Value) {
+        let id = storage_id(name);
+        self.state.lock().expect("lock").resources.insert(
+            id.to_lowercase(),
+            json!({"sku": {"name": "Standard_RAGRS", "tier": "Standard"}, "kind": "StorageV2", "id": id,
+                   "name": name, "type": "Microsoft.Storage/storageAccounts", "location": location, "tags": {},
+                   "properties": {"minimumTlsVersion": "TLS1_2", "allowBlobPublicAccess": false,
+                                  "networkAcls": network_acls, "supportsHttpsTrafficOnly": true,
+                                  "provisioningState": "Succeeded"}}),
+        );
+    }
+
+    pub fn rule_set(&self, provider: &str, name: &str) -> Value {
+        let id = namespace_id(provider, name);
+        self.state.lock().expect("lock").rule_sets
+            [&format!("{id}/networkRuleSets/default").to_lowercase()]["properties"]
+            .clone()
+    }
+
+    pub fn set_rule_set(&self, provider: &str, name: &str, properties: Value) {
+        let id = namespace_id(provider, name);
+        self.state
+            .lock()
+            .expect("lock")
+            .rule_sets
+            .get_mut(&format!("{id}/networkRuleSets/default").to_lowercase())
+            .expect("rule set")["properties"] = properties;
+    }
+
+    pub fn storage_acls(&self, name: &str) -> Value {
+        self.state.lock().expect("lock").resources[&storage_id(name).to_lowercase()]["properties"]["networkAcls"].clone()
+    }
+
+    pub fn fail(&self, path_part: &str, method: &str, resp: Response) {
+        self.state.lock().expect("lock").faults.push_back((
+            path_part.to_lowercase(),
+            method.to_owned(),
+            resp,
+        ));
+    }
+
+    pub fn writes(&self) -> Vec<String> {
+        self.state.lock().expect("lock").writes.clone()
+    }
+
+    /// Environment for managed identity through this server.
+    pub fn identity_env(&self) -> Vec<(String, String)> {
+        vec![
+            ("IDENTITY_ENDPOINT".into(), self.server.url("/msi/token")),
+            ("IDENTITY_HEADER".into(), IDENTITY_HEADER.into()),
+        ]
+    }
+}
+
+fn arm_error(status: u16, code: &str, message: &str) -> Response {
+    Response::json(
+        status,
+        json!({"error": {"code": code, "message": message}}).to_string(),
+    )
+}
+
+fn handle(state: &Mutex<State>, req: &Request) -> Response {
+    let path = req.path_only().to_lowercase();
+    if path == "/msi/token" {
+        if req.header("x-identity-header") != Some(IDENTITY_HEADER) {
+            return Response::json(
+                400,
+                r#"{"error":"invalid_request","error_description":"missing header"}"#,
+            );
+        }
+        state.lock().expect("lock").token_requests += 1;
+        let expires = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() + 3600)
+            .unwrap_or_default();
+        return Response::json(
+            200,
+            json!({"access_token": TOKEN, "expires_on": expires.to_string(), "resource": "https://management.azure.com",
+                   "token_type": "Bearer", "client_id": "00000000-0000-0000-0000-00000000c11e"})
+            .to_string(),
+        );
+    }
+    if req.header("authorization") != Some(&format!("Bearer {TOKEN}")) {
+        return arm_error(
+            401,
+            "InvalidAuthenticationToken",
+            "The access token is invalid.",
+        );
+    }
+    let mut st = state.lock().expect("lock");
+    let fault = st
+        .faults
+        .iter()
+        .position(|(p, m, _)| path.contains(p.as_str()) && (m == &req.method || m == "*"));
+    if let Some((_, _, resp)) = fault.and_then(|i| st.faults.remove(i)) {
+        return resp;
+    }
+    match req.method.as_str() {
+        "GET" => {
+            if let Some(rs) = st.rule_sets.get(&path) {
+                return Response::json(200, recase_subnets(rs).to_string());
+            }
+            match st.resources.get(&path) {
+                Some(r) => Response::json(200, r.to_string()),
+                None => arm_error(
+                    404,
+                    "ResourceNotFound",
+                    &format!("The Resource '{}' was not found.", req.path_only()),
+                ),
+            }
+        }
+        "PUT" if st.rule_sets.contains_key(&path) => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return arm_error(400, "BadRequest", "The request body is not valid JSON.");
+                }
+            };
+            let props = body["properties"].clone();
+            let ip = props["ipRules"].as_array().cloned().unwrap_or_default();
+            let vnet = props["virtualNetworkRules"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for r in &ip {
+                let mask = r["ipMask"].as_str().unwrap_or_default();
+                if mask.parse::<ipnet::IpNet>().is_err()
+                    && mask.parse::<std::net::IpAddr>().is_err()
+                {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "The provided ip address mask does not follow the CIDR notation.",
+                    );
+                }
+            }
+            let servicebus = path.contains("microsoft.servicebus");
+            let count = if servicebus {
+                ip.len() + vnet.len()
+            } else {
+                ip.len()
+            };
+            if count > 128 {
+                return arm_error(
+                    400,
+                    "BadRequest",
+                    "Exceeded the maximum number of allowed IP rules (128).",
+                );
+            }
+            if ip.is_empty() && vnet.is_empty() && props["defaultAction"] == "Deny" {
+                return arm_error(
+                    400,
+                    "InvalidNetworkRuleSetUpdate",
+                    "A network rule set with defaultAction Deny needs at least one IP or virtual network rule.",
+                );
+            }
+            st.writes.push(format!("PUT {}", req.path_only()));
+            let rs = st.rule_sets.get_mut(&path).expect("checked");
+            rs["properties"] = props;
+            let answer = recase_subnets(rs).to_string();
+            Response::json(200, answer)
+        }
+        "PATCH"
+            if path.contains("microsoft.storage/storageaccounts")
+                && st.resources.contains_key(&path) =>
+        {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return arm_error(400, "BadRequest", "The request body is not valid JSON.");
+                }
+            };
+            let mut acls = body["properties"]["networkAcls"].clone();
+            if !acls.is_object() || acls["defaultAction"].is_null() {
+                return arm_error(
+                    400,
+                    "InvalidRequestPropertyValue",
+                    "networkAcls.defaultAction is required.",
+                );
+            }
+            let rules = acls["ipRules"].as_array().cloned().unwrap_or_default();
+            let mut seen = std::collections::HashSet::new();
+            for r in &rules {
+                let v = r["value"].as_str().unwrap_or_default();
+                if !storage_value_ok(v) {
+                    return arm_error(
+                        400,
+                        "InvalidValuesForRequestParameters",
+                        "Values for request parameters are invalid: networkAcls.ipRule[*].value.",
+                    );
+                }
+                if !seen.insert(v.to_owned()) {
+                    return arm_error(
+                        400,
+                        "InvalidValuesForRequestParameters",
+                        "Values for request parameters are invalid: networkAcls.ipRules[*].value(unique).",
+                    );
+                }
+            }
+            if rules.len() > 400 {
+                return arm_error(
+                    400,
+                    "InvalidValuesForRequestParameters",
+                    "Values for request parameters are invalid: networkAcls.ipRules[].",
+                );
+            }
+            for list in ["ipRules", "virtualNetworkRules", "resourceAccessRules"] {
+                if acls.get(list).is_none() {
+                    acls[list] = json!([]);
+                }
+            }
+            st.writes.push(format!("PATCH {}", req.path_only()));
+            let account = st.resources.get_mut(&path).expect("checked");
+            account["properties"]["networkAcls"] = acls;
+            Response::json(200, account.to_string())
+        }
+        _ => arm_error(
+            405,
+            "MethodNotAllowed",
+            "The requested method is not allowed.",
+        ),
+    }
+}
+
+/// Storage accepts a bare public IPv4 address or a CIDR of /30 or wider.
+fn storage_value_ok(v: &str) -> bool {
+    let private = |a: std::net::Ipv4Addr| a.is_private() || a.is_loopback() || a.is_link_local();
+    if let Ok(a) = v.parse::<std::net::Ipv4Addr>() {
+        return !private(a);
+    }
+    match v.parse::<ipnet::Ipv4Net>() {
+        Ok(n) => n.prefix_len() <= 30 && !private(n.network()),
+        Err(_) => false,
+    }
+}
+
+/// Azure answers subnet ids with `resourcegroups` lower-cased (recording).
+fn recase_subnets(rs: &Value) -> Value {
+    let mut out = rs.clone();
+    if let Some(rules) = out["properties"]["virtualNetworkRules"].as_array_mut() {
+        for r in rules {
+            if let Some(id) = r["subnet"]["id"].as_str() {
+                r["subnet"]["id"] =
+                    Value::String(id.replace("/resourceGroups/", "/resourcegroups/"));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,593 @@
+//! End to end through the real binary: the feed, the plan and the writes to
+//! one target of each kind on the fake Resource Manager, with managed
+//! identity tokens from the fake identity endpoint.
+
+use serde_json::{Value, json};
+
+use crate::fake_arm::*;
+use crate::fake_http::Response;
+use crate::util::*;
+
+const EH: &str = "Microsoft.EventHub";
+const SB: &str = "Microsoft.ServiceBus";
+
+struct World {
+    arm: FakeArm,
+    dir: TestDir,
+    cfg: String,
+}
+
+fn feed(prefixes: &[&str], change: u64) -> Vec<u8> {
+    json!({"changeNumber": change, "cloud": "Public", "values": [
+        {"name": "AzureDigitalTwins", "id": "AzureDigitalTwins", "properties": {"changeNumber": change,
+         "region": "", "regionId": 0, "platform": "Azure", "systemService": "AzureDigitalTwins",
+         "addressPrefixes": prefixes, "networkFeatures": null}},
+        {"name": "AzureDigitalTwins.WestEurope", "id": "AzureDigitalTwins.WestEurope", "properties": {"changeNumber": 1,
+         "region": "westeurope", "regionId": 18, "platform": "Azure", "systemService": "AzureDigitalTwins",
+         "addressPrefixes": ["20.61.98.144/29"], "networkFeatures": null}}
+    ]})
+    .to_string()
+    .into_bytes()
+}
+
+const P1: &str = "20.36.125.120/29";
+const P2: &str = "20.39.2.134/32";
+const P3: &str = "4.207.251.102/31";
+const P4: &str = "20.43.47.72/29";
+const V6: &str = "2603:1000:4::/64";
+
+fn eh_rules() -> Value {
+    json!({"publicNetworkAccess": "Enabled", "defaultAction": "Deny",
+           "virtualNetworkRules": [{"subnet": {"id": subnet_id("vnet-eh")}, "ignoreMissingVnetServiceEndpoint": true}],
+           "ipRules": [{"ipMask": "1.1.1.1", "action": "Allow"}], "trustedServiceAccessEnabled": false})
+}
+
+fn sb_rules() -> Value {
+    json!({"publicNetworkAccess": "Enabled", "defaultAction": "Deny",
+           "virtualNetworkRules": [{"subnet": {"id": subnet_id("vnet-sb")}, "ignoreMissingVnetServiceEndpoint": false}],
+           "ipRules": [{"ipMask": "2.2.2.0/24", "action": "Allow"}], "trustedServiceAccessEnabled": false})
+}
+
+fn storage_acls() -> Value {
+    json!({"bypass": "AzureServices", "resourceAccessRules": [],
+           "virtualNetworkRules": [{"id": subnet_id("vnet-sa"), "action": "Allow", "state": "Succeeded"}],
+           "ipRules": [{"value": "25.1.2.3", "action": "Allow"}], "defaultAction": "Deny"})
+}
+
+fn world(eh_sku: &str, extra: &str) -> World {
+    let arm = FakeArm::start();
+    arm.add_namespace(EH, "adt-eh", eh_sku, eh_rules());
+    arm.add_namespace(SB, "adt-sb", "Premium", sb_rules());
+    arm.add_storage("adtdeadletter", "northeurope", storage_acls());
+    let dir = TestDir::new();
+    let cfg = format!(
+        r#"[azure]
+auth = "managed-identity"
+resource_manager = "{base}"
+timeout = "2s"
+retries = 2
+retry_backoff = "10ms"
+
+[[targets]]
+name = "adt-events"
+resource_id = "{eh}"
+
+[[targets]]
+name = "adt-queue"
+resource_id = "{sb}"
+
+[[targets]]
+name = "adt-deadletter"
+resource_id = "{sa}"
+{extra}"#,
+        base = arm.base(),
+        eh = namespace_id(EH, "adt-eh"),
+        sb = namespace_id(SB, "adt-sb"),
+        sa = storage_id("adtdeadletter"),
+    );
+    let cfg = dir
+        .write("tagsync.toml", cfg)
+        .to_str()
+        .expect("utf-8")
+        .to_owned();
+    World { arm, dir, cfg }
+}
+
+impl World {
+    fn run(&self, args: &[&str]) -> Run {
+        let env = self.arm.identity_env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut all = vec!["--config", self.cfg.as_str(), "--output", "json"];
+        all.extend_from_slice(args);
+        self.dir.run_with(&all, &env)
+    }
+
+    fn sync(&self, prefixes: &[&str], change: u64, extra: &[&str]) -> Run {
+        let f = self.dir.write("feed.json", feed(prefixes, change));
+        let mut args = vec!["sync", "--feed-file", f.to_str().expect("utf-8")];
+        args.extend_from_slice(extra);
+        let f_args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let refs: Vec<&str> = f_args.iter().map(String::as_str).collect();
+        self.run(&refs)
+    }
+
+    fn target<'a>(&self, report: &'a Value, name: &str) -> &'a Value {
+        report["targets"]
+            .as_array()
+            .expect("targets")
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("target {name} in {report}"))
+    }
+
+    /// Makes every owned prefix look out of the tag for a long time.
+    fn age_ledger(&self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            let pool = sqlx::SqlitePool::connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new().filename(self.dir.db()),
+            )
+            .await
+            .expect("open");
+            sqlx::query("UPDATE ownership SET last_desired_at = '2020-01-01T00:00:00.000Z'")
+                .execute(&pool)
+                .await
+                .expect("age");
+            pool.close().await;
+        });
+    }
+}
+
+fn masks(rules: &Value, key: &str) -> Vec<String> {
+    rules
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| r[key].as_str().expect("value").to_owned())
+        .collect()
+}
+
+#[test]
+fn sync_writes_owned_rules_keeps_everything_else_and_a_second_sync_writes_nothing() {
+    let w = world("Standard", "");
+    let run = w.sync(&[P1, P2, P3, V6], 10, &[]);
+    run.assert_code(0);
+    let report = run.json();
+    for name in ["adt-events", "adt-queue", "adt-deadletter"] {
+        assert_eq!(
+            w.target(&report, name)["outcome"],
+            "applied",
+            "{name}: {report}"
+        );
+    }
+
+    // Event Hubs: foreign rule first and untouched, ours appended, IPv6 left out.
+    let eh = w.arm.rule_set(EH, "adt-eh");
+    assert_eq!(
+        masks(&eh["ipRules"], "ipMask"),
+        vec!["1.1.1.1", P3, P1, "20.39.2.134"]
+    );
+    assert_eq!(eh["defaultAction"], "Deny");
+    assert_eq!(eh["publicNetworkAccess"], "Enabled");
+    assert_eq!(eh["trustedServiceAccessEnabled"], false);
+    let subnet = eh["virtualNetworkRules"][0]["subnet"]["id"]
+        .as_str()
+        .expect("subnet");
+    assert!(subnet.eq_ignore_ascii_case(&subnet_id("vnet-eh")));
+    assert_eq!(
+        eh["virtualNetworkRules"][0]["ignoreMissingVnetServiceEndpoint"],
+        true
+    );
+    let warnings = w.target(&report, "adt-events")["warnings"].to_string();
+    assert!(
+        warnings.contains("1 IPv6 prefixes are not written"),
+        "{warnings}"
+    );
+
+    // Service Bus: the same, its VNet rule kept.
+    let sb = w.arm.rule_set(SB, "adt-sb");
+    assert_eq!(
+        masks(&sb["ipRules"], "ipMask"),
+        vec!["2.2.2.0/24", P3, P1, "20.39.2.134"]
+    );
+    assert_eq!(sb["virtualNetworkRules"].as_array().expect("vnet").len(), 1);
+
+    // Storage: the /31 as two addresses, the /32 bare; other ACL fields as they were.
+    let acls = w.arm.storage_acls("adtdeadletter");
+    assert_eq!(
+        masks(&acls["ipRules"], "value"),
+        vec![
+            "25.1.2.3",
+            "4.207.251.102",
+            "4.207.251.103",
+            P1,
+            "20.39.2.134"
+        ]
+    );
+    assert_eq!(acls["bypass"], "AzureServices");
+    assert_eq!(acls["defaultAction"], "Deny");
+    assert_eq!(
+        acls["virtualNetworkRules"],
+        storage_acls()["virtualNetworkRules"]
+    );
+    assert_eq!(w.arm.writes().len(), 3);
+
+    // The same feed again: no write at all.
+    let again = w.sync(&[P1, P2, P3, V6], 10, &[]);
+    again.assert_code(0);
+    let again = again.json();
+    for name in ["adt-events", "adt-queue", "adt-deadletter"] {
+        assert_eq!(w.target(&again, name)["outcome"], "unchanged");
+    }
+    assert_eq!(
+        w.arm.writes().len(),
+        3,
+        "a second sync makes zero write calls"
+    );
+}
+
+#[test]
+fn a_tag_change_adds_at_once_and_removes_after_the_grace_period() {
+    let w = world("Standard", "");
+    w.sync(&[P1, P2, P3], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    let second = w.sync(&[P2, P3, P4], 11, &["--target", "adt-events"]);
+    second.assert_code(0);
+    let second = second.json();
+    let eh = w.target(&second, "adt-events");
+    assert_eq!(eh["plan"]["add"], json!([P4]));
+    assert_eq!(eh["plan"]["remove"], json!([]));
+    assert_eq!(eh["plan"]["pending_removal"], json!([P1]));
+    assert!(masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask").contains(&P1.to_owned()));
+
+    // A week later (the ledger says P1 was last desired long ago): removed.
+    w.age_ledger();
+    let third = w.sync(&[P2, P3, P4], 11, &["--target", "adt-events"]);
+    third.assert_code(0);
+    let third = third.json();
+    assert_eq!(
+        w.target(&third, "adt-events")["plan"]["remove"],
+        json!([P1])
+    );
+    let live = masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask");
+    assert_eq!(live, vec!["1.1.1.1", P3, "20.39.2.134", P4]);
+}
+
+#[test]
+fn a_guard_refusal_writes_nothing_and_force_lifts_the_ratio_guard() {
+    let w = world("Standard", "");
+    w.sync(&[P1, P2, P3], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    w.age_ledger();
+    let writes = w.arm.writes().len();
+    let refused = w.sync(&[P4], 11, &["--target", "adt-events"]);
+    refused.assert_code(6);
+    let report = refused.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["outcome"], "refused");
+    assert_eq!(eh["guard"], "removal-ratio");
+    assert!(
+        eh["error"]
+            .as_str()
+            .expect("message")
+            .contains("removes 3 of the 3 owned rules")
+    );
+    assert_eq!(w.arm.writes().len(), writes, "nothing written");
+
+    let forced = w.sync(&[P4], 11, &["--target", "adt-events", "--force"]);
+    forced.assert_code(0);
+    assert_eq!(
+        masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask"),
+        vec!["1.1.1.1", P4]
+    );
+}
+
+#[test]
+fn an_empty_rule_set_is_never_written_to_a_namespace() {
+    let w = world("Standard", "");
+    // No foreign rules and no VNet rules: everything left would be ours.
+    w.arm.set_rule_set(
+        EH,
+        "adt-eh",
+        json!({"publicNetworkAccess": "Enabled", "defaultAction": "Deny",
+        "virtualNetworkRules": [], "ipRules": [], "trustedServiceAccessEnabled": false}),
+    );
+    w.sync(&[P1], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    w.age_ledger();
+    // The tag now holds only IPv6, which this target does not take.
+    let run = w.sync(&[V6], 11, &["--target", "adt-events", "--force"]);
+    run.assert_code(6);
+    let report = run.json();
+    assert_eq!(w.target(&report, "adt-events")["guard"], "empty-rule-set");
+    assert_eq!(
+        masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask"),
+        vec![P1]
+    );
+}
+
+#[test]
+fn one_failing_target_does_not_stop_the_others() {
+    let w = world("Standard", "");
+    for _ in 0..3 {
+        w.arm.fail(
+            "microsoft.servicebus",
+            "PUT",
+            Response::json(
+                500,
+                r#"{"error":{"code":"InternalServerError","message":"boom"}}"#,
+            ),
+        );
+    }
+    let run = w.sync(&[P1, P2], 10, &[]);
+    run.assert_code(5);
+    let report = run.json();
+    assert_eq!(w.target(&report, "adt-queue")["outcome"], "failed");
+    assert!(
+        w.target(&report, "adt-queue")["error"]
+            .as_str()
+            .expect("error")
+            .contains("InternalServerError")
+    );
+    assert_eq!(w.target(&report, "adt-events")["outcome"], "applied");
+    assert_eq!(w.target(&report, "adt-deadletter")["outcome"], "applied");
+    assert_eq!(
+        masks(&w.arm.rule_set(SB, "adt-sb")["ipRules"], "ipMask"),
+        vec!["2.2.2.0/24"]
+    );
+}
+
+#[test]
+fn throttling_and_conflicts_are_retried_honouring_retry_after() {
+    let w = world("Standard", "");
+    w.arm.fail(
+        "microsoft.eventhub",
+        "PUT",
+        Response::json(
+            429,
+            r#"{"error":{"code":"TooManyRequests","message":"throttled"}}"#,
+        )
+        .header("Retry-After", "1"),
+    );
+    w.arm.fail(
+        "microsoft.servicebus",
+        "PUT",
+        Response::json(
+            429,
+            r#"{"error":{"code":"Conflict","message":"SubCode=40901. Another conflicting operation is in progress."}}"#,
+        ),
+    );
+    let started = std::time::Instant::now();
+    let run = w.sync(&[P1], 10, &[]);
+    run.assert_code(0);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "Retry-After honoured"
+    );
+    assert!(run.stderr.contains("TooManyRequests"), "{}", run.stderr);
+    assert_eq!(w.arm.writes().len(), 3);
+}
+
+#[test]
+fn a_basic_namespace_is_refused_before_any_write() {
+    let w = world("Basic", "");
+    let run = w.sync(&[P1], 10, &["--target", "adt-events"]);
+    run.assert_code(6);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["guard"], "tier");
+    assert!(eh["error"].as_str().expect("message").contains("Basic"));
+    assert!(w.arm.writes().is_empty());
+}
+
+#[test]
+fn a_saved_plan_applies_later_and_a_changed_target_is_refused() {
+    let w = world("Standard", "");
+    let f = w.dir.write("feed.json", feed(&[P1, P2], 10));
+    let plan = w.run(&[
+        "plan",
+        "--feed-file",
+        f.to_str().expect("utf-8"),
+        "--out",
+        "plan.json",
+    ]);
+    plan.assert_code(0);
+    assert!(w.arm.writes().is_empty(), "plan writes nothing");
+    assert_eq!(w.target(&plan.json(), "adt-events")["outcome"], "planned");
+    let applied = w.run(&["apply", "plan.json"]);
+    applied.assert_code(0);
+    let applied = applied.json();
+    assert!(
+        applied
+            .as_array()
+            .expect("reports")
+            .iter()
+            .all(|t| t["outcome"] == "applied"),
+        "{applied}"
+    );
+    assert_eq!(w.arm.writes().len(), 3);
+
+    // A new plan, then someone edits the Event Hubs rules before it is applied.
+    let f = w.dir.write("feed.json", feed(&[P1, P2, P4], 11));
+    w.run(&[
+        "plan",
+        "--feed-file",
+        f.to_str().expect("utf-8"),
+        "--out",
+        "plan2.json",
+    ])
+    .assert_code(0);
+    let mut edited = w.arm.rule_set(EH, "adt-eh");
+    edited["ipRules"]
+        .as_array_mut()
+        .expect("rules")
+        .push(json!({"ipMask": "3.3.3.3", "action": "Allow"}));
+    w.arm.set_rule_set(EH, "adt-eh", edited);
+    let run = w.run(&["apply", "plan2.json"]);
+    run.assert_code(6);
+    let reports = run.json();
+    let eh = reports
+        .as_array()
+        .expect("reports")
+        .iter()
+        .find(|t| t["name"] == "adt-events")
+        .expect("eh");
+    assert_eq!(eh["guard"], "stale-plan");
+    assert!(!masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask").contains(&P4.to_owned()));
+    assert!(masks(&w.arm.rule_set(SB, "adt-sb")["ipRules"], "ipMask").contains(&P4.to_owned()));
+}
+
+#[test]
+fn foreign_rules_stay_foreign_until_adopted_and_release_forgets_them() {
+    let w = world("Standard", "");
+    let mut rules = eh_rules();
+    rules["ipRules"]
+        .as_array_mut()
+        .expect("rules")
+        .push(json!({"ipMask": P1, "action": "Allow"}));
+    w.arm.set_rule_set(EH, "adt-eh", rules);
+    let run = w.sync(&[P1, P2], 10, &["--target", "adt-events"]);
+    run.assert_code(0);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["plan"]["desired_foreign"], json!([P1]));
+    assert_eq!(eh["plan"]["add"], json!([P2]));
+
+    let adopt = w.run(&["targets", "adopt", "adt-events"]);
+    adopt.assert_code(0);
+    assert_eq!(adopt.json()["adopted"], json!([P1]));
+    let check = w.run(&["targets", "check", "--target", "adt-events"]);
+    check.assert_code(0);
+    let check = check.json();
+    assert_eq!(check[0]["owned"], 2);
+    assert_eq!(check[0]["foreign"], 1);
+    assert_eq!(check[0]["budget"], 128);
+    assert_eq!(check[0]["left"], 125);
+
+    let release = w.run(&["targets", "release", "adt-events", P1]);
+    release.assert_code(0);
+    assert_eq!(release.json()["released"], 1);
+    let check = w
+        .run(&["targets", "check", "--target", "adt-events"])
+        .json();
+    assert_eq!(check[0]["owned"], 1);
+}
+
+#[test]
+fn targets_check_reports_tier_rules_and_warnings() {
+    let w = world("Standard", "");
+    let mut rules = sb_rules();
+    rules["defaultAction"] = json!("Allow");
+    rules["trustedServiceAccessEnabled"] = json!(true);
+    w.arm.set_rule_set(SB, "adt-sb", rules);
+    let run = w.run(&["targets", "check"]);
+    run.assert_code(0);
+    let checks = run.json();
+    let sb = checks
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "adt-queue")
+        .expect("sb");
+    assert_eq!(sb["sku"], "Premium");
+    assert_eq!(
+        sb["used"], 2,
+        "one IP and one VNet rule share the Service Bus budget"
+    );
+    let warnings = sb["warnings"].to_string();
+    assert!(warnings.contains("defaultAction is Allow"), "{warnings}");
+    assert!(
+        warnings.contains("trusted Microsoft services"),
+        "{warnings}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_logs_output_or_the_database() {
+    let w = world("Standard", "");
+    let run = w.sync(&[P1], 10, &["-vv", "--log-format", "json"]);
+    run.assert_code(0);
+    for secret in [TOKEN, IDENTITY_HEADER] {
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "{secret} leaked"
+        );
+    }
+    let db = std::fs::read(w.dir.db()).expect("db");
+    let wal = std::fs::read(w.dir.path("tagsync.db-wal")).unwrap_or_default();
+    for secret in [TOKEN, IDENTITY_HEADER] {
+        let found = |bytes: &[u8]| bytes.windows(secret.len()).any(|x| x == secret.as_bytes());
+        assert!(!found(&db) && !found(&wal), "{secret} in the database");
+    }
+
+    // A client secret that cannot be used: the error says why, never the secret.
+    let secret = "cl13nt-s3cret-value-7d";
+    let f = w.dir.write("feed.json", feed(&[P1], 10));
+    let cfg = w.dir.write(
+        "secret.toml",
+        std::fs::read_to_string(&w.cfg)
+            .expect("cfg")
+            .replace("managed-identity", "client-secret"),
+    );
+    let run = w.dir.run_with(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "-vv",
+            "sync",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+        ],
+        &[
+            ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            ("AZURE_CLIENT_ID", "00000000-0000-0000-0000-00000000c11e"),
+            ("AZURE_CLIENT_SECRET", secret),
+            ("AZURE_AUTHORITY_HOST", "https://127.0.0.1:9"),
+        ],
+    );
+    run.assert_code(5);
+    assert!(
+        !run.stdout.contains(secret) && !run.stderr.contains(secret),
+        "client secret leaked:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.to_lowercase().contains("token"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn bad_targets_are_config_errors_naming_them() {
+    let dir = TestDir::new();
+    let cases = [
+        (
+            "resource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv\"",
+            "Microsoft.KeyVault/vaults",
+        ),
+        ("resource_id = \"adt-eh\"", "is not a resource id"),
+    ];
+    for (line, expect) in cases {
+        let cfg = dir.write("bad.toml", format!("[[targets]]\nname = \"t1\"\n{line}\n"));
+        let run = dir.run(&["--config", cfg.to_str().expect("utf-8"), "config", "check"]);
+        run.assert_code(2);
+        assert!(
+            run.stderr.contains(expect) && run.stderr.contains("`t1`"),
+            "{}",
+            run.stderr
+        );
+    }
+    let cfg = dir.write("bad.toml", "[azure]\nclient_secret = \"x\"\n");
+    let run = dir.run(&["--config", cfg.to_str().expect("utf-8"), "config", "check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr
+            .contains("never read from the configuration file"),
+        "{}",
+        run.stderr
+    );
+}
