@@ -163,7 +163,18 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
         allow_regression: args.allow_regression,
     };
     let targets = select_targets(&settings, &args.targets)?;
-    let result = run_feed(&settings, &history, &http, &opts).await;
+    let arm = if targets.is_empty() && !uses_discovery(&settings) {
+        None
+    } else {
+        match arm_client(&settings) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                history.close().await;
+                return Err(e);
+            }
+        }
+    };
+    let result = run_feed(&settings, &history, &http, arm.as_ref(), &opts).await;
     let run = match result {
         Ok(run) => run,
         Err(e) => {
@@ -172,16 +183,8 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
         }
     };
     let mut report = render::SyncReport::new(&run);
-    if !targets.is_empty() {
+    if let (false, Some(arm)) = (targets.is_empty(), arm.as_ref()) {
         let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
-        let arm = arm_client(&settings);
-        let arm = match arm {
-            Ok(a) => a,
-            Err(e) => {
-                history.close().await;
-                return Err(e);
-            }
-        };
         let ropts = ReconcileOptions {
             dry_run: args.dry_run,
             force: args.force,
@@ -190,7 +193,7 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
             &targets,
             &states,
             &history,
-            &arm,
+            arm,
             Some(run.recorded.run_id),
             settings.azure.concurrency,
             &ropts,
@@ -225,6 +228,13 @@ fn select_targets(settings: &Settings, names: &[String]) -> Result<Vec<TargetSpe
         .collect())
 }
 
+fn uses_discovery(settings: &Settings) -> bool {
+    matches!(
+        settings.source,
+        crate::config::SourceSpec::DiscoveryApi { .. }
+    )
+}
+
 fn arm_client(settings: &Settings) -> Result<ArmClient, Error> {
     let (credential, _) = crate::azure::auth::credential(&settings.azure.auth)
         .map_err(|e| Error::Azure(e.to_string()))?;
@@ -255,8 +265,21 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
     let history = History::open(&settings.db_path, true).await?;
     let http =
         HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
-    let run = run_feed(&settings, &history, &http, &SyncOptions::default()).await;
-    let result = match (run, arm_client(&settings)) {
+    let arm = arm_client(&settings);
+    let run = match &arm {
+        Ok(arm) => {
+            run_feed(
+                &settings,
+                &history,
+                &http,
+                Some(arm),
+                &SyncOptions::default(),
+            )
+            .await
+        }
+        Err(e) => Err(Error::Azure(e.to_string())),
+    };
+    let result = match (run, arm) {
         (Ok(run), Ok(arm)) => {
             let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
             let ropts = ReconcileOptions {
@@ -517,7 +540,11 @@ async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
         spec => {
             let http = HttpClient::new(settings.http.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            source::fetch(spec, settings.cloud, &http, None)
+            let arm = match spec {
+                crate::config::SourceSpec::DiscoveryApi { .. } => Some(arm_client(&settings)?),
+                _ => None,
+            };
+            source::fetch(spec, settings.cloud, &http, arm.as_ref(), None)
                 .await?
                 .content
         }

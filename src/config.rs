@@ -29,6 +29,8 @@ pub enum SourceKind {
     Url,
     /// A local file.
     File,
+    /// The ARM Service Tag Discovery API (needs [azure] credentials).
+    DiscoveryApi,
 }
 
 impl SourceKind {
@@ -37,6 +39,7 @@ impl SourceKind {
             SourceKind::DownloadCenter => "download-center",
             SourceKind::Url => "url",
             SourceKind::File => "file",
+            SourceKind::DiscoveryApi => "discovery-api",
         }
     }
 
@@ -45,6 +48,7 @@ impl SourceKind {
             "download-center" => Some(Self::DownloadCenter),
             "url" => Some(Self::Url),
             "file" => Some(Self::File),
+            "discovery-api" => Some(Self::DiscoveryApi),
             _ => None,
         }
     }
@@ -123,6 +127,10 @@ pub struct FeedSection {
     pub cloud: Cloud,
     pub url: Option<String>,
     pub file: Option<PathBuf>,
+    /// For source = "discovery-api": the subscription to ask (default
+    /// AZURE_SUBSCRIPTION_ID) and the ARM location.
+    pub subscription_id: Option<String>,
+    pub location: Option<String>,
     pub max_bytes: ByteSize,
     pub connect_timeout: HumanDuration,
     pub timeout: HumanDuration,
@@ -142,6 +150,8 @@ impl Default for FeedSection {
             cloud: Cloud::Public,
             url: None,
             file: None,
+            subscription_id: None,
+            location: None,
             max_bytes: ByteSize(64 * 1024 * 1024),
             connect_timeout: HumanDuration(Duration::from_secs(10)),
             timeout: HumanDuration(Duration::from_secs(60)),
@@ -264,6 +274,7 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("TAGSYNC_FEED_CLOUD", "[feed] cloud"),
     ("TAGSYNC_FEED_URL", "[feed] url"),
     ("TAGSYNC_FEED_FILE", "[feed] file"),
+    ("TAGSYNC_FEED_LOCATION", "[feed] location (discovery-api)"),
     ("TAGSYNC_FEED_MAX_BYTES", "[feed] max_bytes"),
     ("TAGSYNC_FEED_TIMEOUT", "[feed] timeout"),
     ("TAGSYNC_TAGS_SELECT", "[tags] select, comma-separated"),
@@ -296,7 +307,9 @@ impl ConfigFile {
             self.feed.source = SourceKind::parse(v.trim()).ok_or_else(|| {
                 bad(
                     "TAGSYNC_FEED_SOURCE",
-                    format!("`{v}` is not a source; use download-center, url or file"),
+                    format!(
+                        "`{v}` is not a source; use download-center, url, file or discovery-api"
+                    ),
                 )
             })?;
         }
@@ -318,6 +331,9 @@ impl ConfigFile {
         }
         if let Some(v) = get("TAGSYNC_FEED_FILE") {
             self.feed.file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = get("TAGSYNC_FEED_LOCATION") {
+            self.feed.location = Some(v);
         }
         if let Some(v) = get("TAGSYNC_FEED_MAX_BYTES") {
             self.feed.max_bytes = parse_bytes(&v).map_err(|e| bad("TAGSYNC_FEED_MAX_BYTES", e))?;
@@ -364,6 +380,33 @@ impl ConfigFile {
                     "[feed] source = \"file\" needs [feed] file (or TAGSYNC_FEED_FILE)".into(),
                 )
             })?),
+            SourceKind::DiscoveryApi => {
+                let subscription = feed
+                    .subscription_id
+                    .clone()
+                    .or_else(|| std::env::var("AZURE_SUBSCRIPTION_ID").ok().filter(|v| !v.is_empty()))
+                    .ok_or_else(|| {
+                        ConfigError(
+                            "[feed] source = \"discovery-api\" needs [feed] subscription_id (or AZURE_SUBSCRIPTION_ID)".into(),
+                        )
+                    })?;
+                let location = feed.location.clone().ok_or_else(|| {
+                    ConfigError("[feed] source = \"discovery-api\" needs [feed] location, e.g. \"westeurope\"".into())
+                })?;
+                let ok = |s: &str| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                };
+                if !ok(&subscription) || !ok(&location) {
+                    return Err(ConfigError(
+                        "[feed] subscription_id and location are plain ids (letters, digits, `-`)"
+                            .into(),
+                    ));
+                }
+                SourceSpec::DiscoveryApi {
+                    subscription,
+                    location,
+                }
+            }
         };
         if feed.max_bytes.0 == 0 {
             return Err(ConfigError(
@@ -541,6 +584,10 @@ pub enum SourceSpec {
     },
     Url(String),
     File(PathBuf),
+    DiscoveryApi {
+        subscription: String,
+        location: String,
+    },
 }
 
 impl SourceSpec {
@@ -549,6 +596,7 @@ impl SourceSpec {
             SourceSpec::DownloadCenter { .. } => SourceKind::DownloadCenter,
             SourceSpec::Url(_) => SourceKind::Url,
             SourceSpec::File(_) => SourceKind::File,
+            SourceSpec::DiscoveryApi { .. } => SourceKind::DiscoveryApi,
         }
     }
 }

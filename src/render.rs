@@ -504,6 +504,10 @@ impl ConfigReport {
             SourceSpec::DownloadCenter { landing_base, .. } => landing_base.clone(),
             SourceSpec::Url(u) => u.clone(),
             SourceSpec::File(p) => p.display().to_string(),
+            SourceSpec::DiscoveryApi {
+                subscription,
+                location,
+            } => format!("subscription {subscription}, location {location}"),
         };
         Self {
             config_file: file.map(|p| p.display().to_string()),

@@ -4,6 +4,7 @@
 //! tick of the daemon. A failure at any step is recorded as a failed run and
 //! leaves every earlier snapshot as it was.
 
+use crate::azure::arm::ArmClient;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::feed::ServiceTag;
@@ -47,6 +48,7 @@ pub async fn run_feed(
     settings: &Settings,
     history: &History,
     http: &HttpClient,
+    arm: Option<&ArmClient>,
     opts: &SyncOptions,
 ) -> Result<FeedRun, Error> {
     let mut run = NewRun {
@@ -57,7 +59,7 @@ pub async fn run_feed(
         selection: selection_json(settings),
         ..NewRun::default()
     };
-    match fetch_and_select(settings, history, http, opts, &mut run).await {
+    match fetch_and_select(settings, history, http, arm, opts, &mut run).await {
         Ok((feed, tags, warnings)) => {
             let recorded = history.record_success(&run, &tags).await?;
             tracing::info!(
@@ -107,6 +109,7 @@ async fn fetch_and_select(
     settings: &Settings,
     history: &History,
     http: &HttpClient,
+    arm: Option<&ArmClient>,
     opts: &SyncOptions,
     run: &mut NewRun,
 ) -> Result<(FeedInfo, Vec<TagState>, Vec<String>), Error> {
@@ -120,8 +123,14 @@ async fn fetch_and_select(
             },
         })
     });
-    let mut fetched =
-        source::fetch(&settings.source, settings.cloud, http, previous.as_ref()).await?;
+    let mut fetched = source::fetch(
+        &settings.source,
+        settings.cloud,
+        http,
+        arm,
+        previous.as_ref(),
+    )
+    .await?;
     run.feed_location = Some(fetched.location.clone());
     run.found_by = Some(fetched.found_by.clone());
 
@@ -152,7 +161,7 @@ async fn fetch_and_select(
                 return Ok((feed, tags, Vec::new()));
             }
         }
-        fetched = source::fetch(&settings.source, settings.cloud, http, None).await?;
+        fetched = source::fetch(&settings.source, settings.cloud, http, arm, None).await?;
         run.feed_location = Some(fetched.location.clone());
         run.found_by = Some(fetched.found_by.clone());
     }

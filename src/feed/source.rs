@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use time::{Date, Duration as TimeDuration, OffsetDateTime};
 
 use super::{Cloud, FeedError, ScannedFeed, scan};
+use crate::azure::arm::ArmClient;
 use crate::config::SourceSpec;
 use crate::http::{Fetch, HttpClient, HttpError, Validators};
 
@@ -32,6 +33,8 @@ pub enum Content {
     NotModified,
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// The pages of the Discovery API answer, each a feed document.
+    Pages(Vec<Vec<u8>>),
 }
 
 /// The feed as fetched, before parsing.
@@ -55,6 +58,8 @@ pub enum SourceError {
     Http(#[from] HttpError),
     #[error("feed URL {url} returned 404 Not Found; check [feed] url")]
     UrlNotFound { url: String },
+    #[error("Service Tag Discovery API: {0}")]
+    Discovery(String),
     #[error("cannot read feed file {path}: {detail}")]
     File { path: String, detail: String },
 }
@@ -103,9 +108,18 @@ pub async fn fetch(
     spec: &SourceSpec,
     cloud: Cloud,
     http: &HttpClient,
+    arm: Option<&ArmClient>,
     previous: Option<&PreviousDownload>,
 ) -> Result<Fetched, SourceError> {
     match spec {
+        SourceSpec::DiscoveryApi {
+            subscription,
+            location,
+        } => {
+            let arm =
+                arm.ok_or_else(|| SourceError::Discovery("no Azure client was set up".into()))?;
+            discovery_pages(arm, subscription, location).await
+        }
         SourceSpec::File(path) => Ok(Fetched {
             location: path.display().to_string(),
             found_by: "file".into(),
@@ -130,6 +144,53 @@ pub async fn fetch(
         } => discover(http, cloud, landing_base, download_base, previous, today()).await,
     }
 }
+
+/// The ARM Service Tag Discovery API, every page (`nextLink`).
+async fn discovery_pages(
+    arm: &ArmClient,
+    subscription: &str,
+    location: &str,
+) -> Result<Fetched, SourceError> {
+    const ACTION: &str = "Microsoft.Network/locations/serviceTags/read";
+    let path = format!(
+        "/subscriptions/{subscription}/providers/Microsoft.Network/locations/{location}/serviceTags"
+    );
+    let err = |e: crate::azure::arm::ArmError| SourceError::Discovery(e.to_string());
+    let mut page = arm
+        .get(&path, DISCOVERY_API_VERSION, ACTION)
+        .await
+        .map_err(err)?;
+    let mut pages = Vec::new();
+    loop {
+        let next = page["nextLink"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned);
+        pages.push(serde_json::to_vec(&page).map_err(|e| SourceError::Discovery(e.to_string()))?);
+        match next {
+            Some(_) if pages.len() >= 100 => {
+                return Err(SourceError::Discovery(
+                    "more than 100 pages; refusing to follow nextLink further".into(),
+                ));
+            }
+            Some(url) => page = arm.get_url(&url, ACTION).await.map_err(err)?,
+            None => break,
+        }
+    }
+    tracing::info!(
+        pages = pages.len(),
+        location,
+        "read the feed from the Service Tag Discovery API"
+    );
+    Ok(Fetched {
+        location: format!("{path}?api-version={DISCOVERY_API_VERSION}"),
+        found_by: format!("discovery api ({location})"),
+        validators: Validators::default(),
+        content: Content::Pages(pages),
+    })
+}
+
+pub const DISCOVERY_API_VERSION: &str = "2024-07-01";
 
 fn today() -> Date {
     OffsetDateTime::now_utc().date()
@@ -247,7 +308,46 @@ pub fn load(
             let file = open_file(path)?;
             scan_hashed(file, max_bytes, keep).map(Some)
         }
+        Content::Pages(pages) => {
+            let mut hasher = Sha256::new();
+            let mut bytes = 0;
+            let mut scanned = Vec::with_capacity(pages.len());
+            for page in pages {
+                hasher.update(page);
+                bytes += page.len() as u64;
+                if bytes > max_bytes {
+                    return Err(FeedError::TooLarge { limit: max_bytes }.into());
+                }
+                scanned.push(scan(page.as_slice(), &keep)?);
+            }
+            Ok(Some(Loaded {
+                feed: merge_pages(scanned)?,
+                sha256: hex(&hasher.finalize()),
+                bytes,
+            }))
+        }
     }
+}
+
+/// Joins the pages of a paged answer into one feed: the header of the
+/// first page, the tags of all, in order.
+fn merge_pages(pages: Vec<ScannedFeed>) -> Result<ScannedFeed, FeedError> {
+    let mut pages = pages.into_iter();
+    let mut first = pages.next().ok_or(FeedError::Empty)?;
+    for page in pages {
+        if page.cloud != first.cloud {
+            return Err(FeedError::Malformed {
+                detail: format!(
+                    "pages disagree on the cloud: `{}` then `{}`",
+                    first.cloud, page.cloud
+                ),
+            });
+        }
+        first.tag_names.extend(page.tag_names);
+        first.kept.extend(page.kept);
+        first.bytes += page.bytes;
+    }
+    Ok(first)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -280,6 +380,11 @@ pub fn scan_content(
         }
         Content::Bytes(body) => scan(MeteredReader::new(body.as_slice(), max_bytes, false), keep)?,
         Content::File(path) => scan(MeteredReader::new(open_file(path)?, max_bytes, false), keep)?,
+        Content::Pages(_) => {
+            return load(content, max_bytes, keep)?
+                .map(|l| l.feed)
+                .ok_or_else(|| FeedError::Empty.into());
+        }
     };
     Ok(feed)
 }

@@ -32,6 +32,13 @@ pub struct State {
     pub faults: VecDeque<(String, String, Response)>,
     pub writes: Vec<String>,
     pub token_requests: usize,
+    /// Pages of the Service Tag Discovery API answer; `{next}` in a page's
+    /// nextLink is replaced by the URL of the following page.
+    pub service_tag_pages: Vec<Value>,
+    /// Answer writes with 202 + Azure-AsyncOperation (polled: InProgress,
+    /// then Succeeded), as long-running ARM operations do.
+    pub async_writes: bool,
+    pub operation_polls: usize,
 }
 
 pub struct FakeArm {
@@ -181,6 +188,38 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
     if let Some((_, _, resp)) = fault.and_then(|i| st.faults.remove(i)) {
         return resp;
     }
+    if path.starts_with("/operations/") {
+        st.operation_polls += 1;
+        let status = if st.operation_polls % 2 == 1 {
+            "InProgress"
+        } else {
+            "Succeeded"
+        };
+        return Response::json(200, json!({"status": status}).to_string())
+            .header("Retry-After", "0");
+    }
+    if path.ends_with("/servicetags") && req.method == "GET" {
+        let page: usize = req
+            .path
+            .split("skipToken=")
+            .nth(1)
+            .and_then(|t| t.split('&').next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        let Some(body) = st.service_tag_pages.get(page).cloned() else {
+            return arm_error(404, "NotFound", "no such page");
+        };
+        let mut body = body;
+        if page + 1 < st.service_tag_pages.len() {
+            body["nextLink"] = Value::String(format!(
+                "http://{}{}?api-version=2024-07-01&$skipToken={}",
+                req.header("host").unwrap_or_default(),
+                req.path_only(),
+                page + 1
+            ));
+        }
+        return Response::json(200, body.to_string());
+    }
     match req.method.as_str() {
         "GET" => {
             if let Some(rs) = st.rule_sets.get(&path) {
@@ -244,6 +283,16 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             let rs = st.rule_sets.get_mut(&path).expect("checked");
             rs["properties"] = props;
             let answer = recase_subnets(rs).to_string();
+            if st.async_writes {
+                let op = format!(
+                    "http://{}/operations/{}",
+                    req.header("host").unwrap_or_default(),
+                    st.writes.len()
+                );
+                return Response::new(202, "")
+                    .header("Azure-AsyncOperation", &op)
+                    .header("Retry-After", "0");
+            }
             Response::json(200, answer)
         }
         "PATCH"

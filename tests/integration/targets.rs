@@ -591,3 +591,117 @@ fn bad_targets_are_config_errors_naming_them() {
         run.stderr
     );
 }
+
+#[test]
+fn the_discovery_api_source_follows_next_link_and_feeds_the_targets() {
+    let w = world("Standard", "");
+    let tag = |name: &str, region: &str, prefixes: &[&str]| {
+        json!({"name": name, "id": name, "properties": {"changeNumber": "12", "region": region,
+               "systemService": "AzureDigitalTwins", "addressPrefixes": prefixes}})
+    };
+    let page = |values: Vec<Value>| {
+        json!({"name": "public", "id": format!("/subscriptions/{SUB}/providers/Microsoft.Network/serviceTags/public"),
+               "type": "Microsoft.Network/serviceTags", "changeNumber": "380", "cloud": "Public", "values": values})
+    };
+    w.arm.state.lock().expect("lock").service_tag_pages = vec![
+        page(vec![tag(
+            "AzureDigitalTwins.WestEurope",
+            "westeurope",
+            &["20.61.98.144/29"],
+        )]),
+        page(vec![tag("AzureDigitalTwins", "", &[P1, P2])]),
+    ];
+    let run = w.dir.run_with(
+        &[
+            "--config",
+            &w.cfg,
+            "--output",
+            "json",
+            "sync",
+            "--target",
+            "adt-events",
+        ],
+        &[
+            ("TAGSYNC_FEED_SOURCE", "discovery-api"),
+            ("TAGSYNC_FEED_LOCATION", "westeurope"),
+            ("AZURE_SUBSCRIPTION_ID", SUB),
+            ("IDENTITY_ENDPOINT", &w.arm.server.url("/msi/token")),
+            ("IDENTITY_HEADER", IDENTITY_HEADER),
+        ],
+    );
+    run.assert_code(0);
+    let report = run.json();
+    assert_eq!(report["feed"]["change_number"], 380);
+    assert_eq!(report["feed"]["tag_count"], 2, "both pages were read");
+    assert_eq!(report["tags"][0]["name"], "AzureDigitalTwins");
+    assert_eq!(
+        w.target(&report, "adt-events")["plan"]["add"],
+        json!([P1, P2])
+    );
+
+    // Without a location the source is a configuration error.
+    let cfg = w.dir.write(
+        "no-loc.toml",
+        "[feed]\nsource = \"discovery-api\"\nsubscription_id = \"s\"\n",
+    );
+    let run = w
+        .dir
+        .run(&["--config", cfg.to_str().expect("utf-8"), "config", "check"]);
+    run.assert_code(2);
+    assert!(
+        run.stderr.contains("needs [feed] location"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn long_running_writes_slow_or_cut_answers_and_missing_permissions() {
+    let w = world("Standard", "");
+    w.arm.state.lock().expect("lock").async_writes = true;
+    // Storage's first read is slower than the 2 s timeout; Event Hubs' first
+    // write answer is cut off mid-body; Service Bus refuses the read.
+    w.arm.fail(
+        "microsoft.storage",
+        "GET",
+        Response::json(200, "{}").delayed(std::time::Duration::from_secs(3)),
+    );
+    w.arm.fail(
+        "microsoft.eventhub/namespaces/adt-eh/networkrulesets",
+        "PUT",
+        Response::json(200, "{\"id\": \"x\", \"properties\": {}}").cut_after(5),
+    );
+    w.arm.fail(
+        "microsoft.servicebus",
+        "GET",
+        Response::json(
+            403,
+            r#"{"error":{"code":"AuthorizationFailed","message":"The client does not have authorization to perform action 'Microsoft.ServiceBus/namespaces/read'."}}"#,
+        ),
+    );
+    let run = w.sync(&[P1], 10, &[]);
+    run.assert_code(5);
+    let report = run.json();
+    assert_eq!(
+        w.target(&report, "adt-events")["outcome"],
+        "applied",
+        "{report}"
+    );
+    assert_eq!(
+        w.target(&report, "adt-deadletter")["outcome"],
+        "applied",
+        "{report}"
+    );
+    let sb = w.target(&report, "adt-queue");
+    assert_eq!(sb["outcome"], "failed");
+    let error = sb["error"].as_str().expect("error");
+    assert!(error.contains("HTTP 403 AuthorizationFailed"), "{error}");
+    assert!(
+        error.contains("`Microsoft.ServiceBus/namespaces/read`")
+            && error.contains("Least privilege"),
+        "{error}"
+    );
+    // The asynchronous Event Hubs write was polled to its end.
+    assert!(w.arm.state.lock().expect("lock").operation_polls >= 2);
+    assert!(masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask").contains(&P1.to_owned()));
+}
