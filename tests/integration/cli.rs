@@ -194,7 +194,7 @@ fn readme_documents_every_environment_variable_and_exit_code() {
     for (var, _) in tagsync::config::ENV_VARS {
         assert!(readme.contains(&format!("`{var}`")), "README lacks {var}");
     }
-    for code in 0..=4 {
+    for code in 0..=6 {
         assert!(
             readme.contains(&format!("| {code} |")),
             "README lacks exit code {code}"
