@@ -483,6 +483,11 @@ impl ConfigFile {
                     "{at}: max_rules must be between 1 and 10000"
                 )));
             }
+            if t.ipv6 && kind == crate::targets::TargetKind::ServiceBus {
+                return Err(ConfigError(format!(
+                    "{at}: Service Bus IP rules are IPv4 only; remove ipv6 = true"
+                )));
+            }
             let ratio = t.max_removal_ratio.unwrap_or(policy.max_removal_ratio);
             if !(ratio > 0.0 && ratio <= 1.0) {
                 return Err(ConfigError(format!(

@@ -172,6 +172,49 @@ impl History {
         Ok(n)
     }
 
+    /// For each of `prefixes`, the start of the latest run whose snapshot of
+    /// one of `tags` covered it (a prefix written as two addresses is
+    /// covered by the /31 it came from). This is when it was last in the
+    /// tag, whatever happened to the target since.
+    pub async fn last_seen(
+        &self,
+        tags: &[String],
+        prefixes: &[IpNet],
+    ) -> Result<std::collections::HashMap<IpNet, String>, HistoryError> {
+        let mut seen = std::collections::HashMap::new();
+        if tags.is_empty() || prefixes.is_empty() {
+            return Ok(seen);
+        }
+        let placeholders = vec!["?"; tags.len()].join(", ");
+        let sql = format!(
+            "SELECT p.prefixes, MAX(r.started_at) FROM snapshots s
+             JOIN prefix_sets p ON p.id = s.prefix_set_id JOIN runs r ON r.id = s.run_id
+             WHERE s.tag IN ({placeholders}) GROUP BY s.prefix_set_id"
+        );
+        let mut query = sqlx::query(&sql);
+        for t in tags {
+            query = query.bind(t);
+        }
+        let rows = query
+            .fetch_all(self.pool())
+            .await
+            .map_err(|e| self.query_err(e))?;
+        for row in rows {
+            let set =
+                PrefixSet::from_lines(row.get::<&str, _>(0)).map_err(|e| self.query_err(e))?;
+            let at: String = row.get(1);
+            for net in prefixes {
+                if set.iter().any(|q| q.contains(net)) {
+                    let entry = seen.entry(*net).or_insert_with(|| at.clone());
+                    if at > *entry {
+                        *entry = at.clone();
+                    }
+                }
+            }
+        }
+        Ok(seen)
+    }
+
     pub async fn record_apply(
         &self,
         target: &TargetSpec,

@@ -216,10 +216,30 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         Ok(l) => l,
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
     };
-    let ledger = match ctx.history.ledger(target).await {
+    let mut ledger = match ctx.history.ledger(target).await {
         Ok(l) => l,
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
     };
+    // The grace period runs from when a prefix was last in the tag, as the
+    // history records it: the ledger's stamp alone would be stale for a
+    // target that could not be reached for a while.
+    let leaving: Vec<IpNet> = ledger
+        .keys()
+        .filter(|n| !normalized.rules.contains(n))
+        .copied()
+        .collect();
+    match ctx.history.last_seen(&report.tags, &leaving).await {
+        Ok(seen) => {
+            for (net, at) in seen {
+                if let Some(owned) = ledger.get_mut(&net)
+                    && at > owned.last_desired_at
+                {
+                    owned.last_desired_at = at;
+                }
+            }
+        }
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
+    }
     report
         .warnings
         .extend(live_warnings(target, &live, &facts, &tags));

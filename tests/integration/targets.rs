@@ -120,8 +120,14 @@ impl World {
             .unwrap_or_else(|| panic!("target {name} in {report}"))
     }
 
-    /// Makes every owned prefix look out of the tag for a long time.
-    fn age_ledger(&self) {
+    /// Makes every owned prefix look out of the tag for a long time: the
+    /// ledger's stamps and the history's runs.
+    fn age_history(&self) {
+        self.age("UPDATE ownership SET last_desired_at = '2020-01-01T00:00:00.000Z'");
+        self.age("UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'");
+    }
+
+    fn age(&self, sql: &'static str) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -132,10 +138,7 @@ impl World {
             )
             .await
             .expect("open");
-            sqlx::query("UPDATE ownership SET last_desired_at = '2020-01-01T00:00:00.000Z'")
-                .execute(&pool)
-                .await
-                .expect("age");
+            sqlx::query(sql).execute(&pool).await.expect("age");
             pool.close().await;
         });
     }
@@ -243,8 +246,8 @@ fn a_tag_change_adds_at_once_and_removes_after_the_grace_period() {
     assert_eq!(eh["plan"]["pending_removal"], json!([P1]));
     assert!(masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask").contains(&P1.to_owned()));
 
-    // A week later (the ledger says P1 was last desired long ago): removed.
-    w.age_ledger();
+    // A week later (history and ledger say P1 was last in the tag long ago): removed.
+    w.age_history();
     let third = w.sync(&[P2, P3, P4], 11, &["--target", "adt-events"]);
     third.assert_code(0);
     let third = third.json();
@@ -261,7 +264,7 @@ fn a_guard_refusal_writes_nothing_and_force_lifts_the_ratio_guard() {
     let w = world("Standard", "");
     w.sync(&[P1, P2, P3], 10, &["--target", "adt-events"])
         .assert_code(0);
-    w.age_ledger();
+    w.age_history();
     let writes = w.arm.writes().len();
     let refused = w.sync(&[P4], 11, &["--target", "adt-events"]);
     refused.assert_code(6);
@@ -297,7 +300,7 @@ fn an_empty_rule_set_is_never_written_to_a_namespace() {
     );
     w.sync(&[P1], 10, &["--target", "adt-events"])
         .assert_code(0);
-    w.age_ledger();
+    w.age_history();
     // The tag now holds only IPv6, which this target does not take.
     let run = w.sync(&[V6], 11, &["--target", "adt-events", "--force"]);
     run.assert_code(6);
@@ -704,4 +707,22 @@ fn long_running_writes_slow_or_cut_answers_and_missing_permissions() {
     // The asynchronous Event Hubs write was polled to its end.
     assert!(w.arm.state.lock().expect("lock").operation_polls >= 2);
     assert!(masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask").contains(&P1.to_owned()));
+}
+
+#[test]
+fn storage_addresses_split_from_a_31_wait_for_the_grace_period_of_the_31() {
+    let w = world("Standard", "");
+    w.sync(&[P1, P3], 10, &["--target", "adt-deadletter"])
+        .assert_code(0);
+    w.age("UPDATE ownership SET last_desired_at = '2020-01-01T00:00:00.000Z'");
+    let run = w.sync(&[P1, P2], 11, &["--target", "adt-deadletter", "--force"]);
+    run.assert_code(0);
+    let report = run.json();
+    let sa = w.target(&report, "adt-deadletter");
+    // The history's /31 covers both written addresses, so both wait.
+    assert_eq!(
+        sa["plan"]["pending_removal"],
+        json!(["4.207.251.102/32", "4.207.251.103/32"])
+    );
+    assert_eq!(sa["plan"]["remove"], json!([]));
 }
