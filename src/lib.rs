@@ -28,6 +28,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod feed;
+pub mod fit;
 pub mod history;
 pub mod http;
 pub mod ledger;

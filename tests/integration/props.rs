@@ -125,3 +125,149 @@ proptest! {
         prop_assert!(scan_with_window(&text.as_bytes()[..cut], window, keep).is_err());
     }
 }
+
+mod fit {
+    use std::collections::BTreeSet;
+
+    use ipnet::{IpNet, Ipv4Net};
+    use proptest::prelude::*;
+    use tagsync::fit::{Bounds, CostModel, FitError, summarize};
+    use tagsync::prefix::PrefixSet;
+
+    fn addresses(nets: &[Ipv4Net]) -> BTreeSet<u32> {
+        nets.iter()
+            .flat_map(|n| u32::from(n.network())..=u32::from(n.broadcast()))
+            .collect()
+    }
+
+    /// The smallest block holding both nets.
+    fn lca(a: &Ipv4Net, b: &Ipv4Net) -> Ipv4Net {
+        let (x, y) = (u32::from(a.network()), u32::from(b.broadcast()));
+        let common = (x ^ y)
+            .leading_zeros()
+            .min(u32::from(a.prefix_len().min(b.prefix_len()))) as u8;
+        Ipv4Net::new(a.network(), common).expect("len").trunc()
+    }
+
+    /// Brute force: every split of the sorted prefixes into contiguous
+    /// groups, each covered by its smallest block (a lone /31 on Storage
+    /// also by its /30). Returns the fewest extra addresses per budget.
+    fn brute(prefixes: &[Ipv4Net], split_31: bool, min_len: u8, budget: usize) -> Option<u64> {
+        let n = prefixes.len();
+        let selected = addresses(prefixes).len() as u64;
+        let mut best: Option<u64> = None;
+        for cuts in 0u32..(1 << (n - 1)) {
+            // Options per group: list of (block, cost).
+            let mut groups: Vec<Vec<(Ipv4Net, usize)>> = Vec::new();
+            let mut start = 0;
+            let mut ok = true;
+            for i in 0..n {
+                if i == n - 1 || cuts & (1 << i) != 0 {
+                    let g = &prefixes[start..=i];
+                    let block = g.iter().skip(1).fold(g[0], |acc, p| lca(&acc, p));
+                    let mut opts = Vec::new();
+                    if g.len() == 1 {
+                        let c = if split_31 && block.prefix_len() == 31 {
+                            2
+                        } else {
+                            1
+                        };
+                        opts.push((block, c));
+                        if c == 2 && min_len <= 30 {
+                            opts.push((Ipv4Net::new(block.network(), 30).expect("len").trunc(), 1));
+                        }
+                    } else if block.prefix_len() >= min_len {
+                        let c = if split_31 && block.prefix_len() == 31 {
+                            2
+                        } else {
+                            1
+                        };
+                        opts.push((block, c));
+                    } else {
+                        ok = false;
+                    }
+                    groups.push(opts);
+                    start = i + 1;
+                }
+            }
+            if !ok {
+                continue;
+            }
+            // Every combination of the per-group options.
+            let mut combos: Vec<(Vec<Ipv4Net>, usize)> = vec![(Vec::new(), 0)];
+            for opts in &groups {
+                combos = combos
+                    .iter()
+                    .flat_map(|(blocks, cost)| {
+                        opts.iter().map(move |(b, c)| {
+                            let mut bs = blocks.clone();
+                            bs.push(*b);
+                            (bs, cost + c)
+                        })
+                    })
+                    .collect();
+            }
+            for (blocks, cost) in combos {
+                if cost <= budget {
+                    let extra = addresses(&blocks).len() as u64 - selected;
+                    best = Some(best.map_or(extra, |b: u64| b.min(extra)));
+                }
+            }
+        }
+        best
+    }
+
+    fn instance() -> impl Strategy<Value = Vec<Ipv4Net>> {
+        prop::collection::vec((0u32..1024, 26u8..=32), 1..12).prop_map(|v| {
+            let nets: Vec<IpNet> = v
+                .into_iter()
+                .map(|(host, len)| {
+                    let addr = std::net::Ipv4Addr::from((20u32 << 24) | (5 << 16) | host);
+                    IpNet::V4(Ipv4Net::new(addr, len).expect("len").trunc())
+                })
+                .collect();
+            PrefixSet::from_nets(nets).aggregate().v4().to_vec()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(120))]
+        #[test]
+        fn the_optimum_equals_brute_force_covers_everything_and_fits(
+            prefixes in instance(),
+            split_31 in any::<bool>(),
+            min_len in 20u8..=27,
+        ) {
+            let cost = CostModel { split_31 };
+            let selected = PrefixSet::from_nets(prefixes.iter().map(|n| IpNet::V4(*n)));
+            let lossless = cost.rules_of(&selected);
+            let bounds = Bounds { min_prefix_len_v4: min_len, ..Bounds::default() };
+            for budget in 1..=lossless + 1 {
+                let expected = brute(&prefixes, split_31, min_len, budget);
+                match summarize(&selected, budget, cost, &bounds) {
+                    Ok(s) => {
+                        prop_assert!(s.rules <= budget);
+                        prop_assert_eq!(s.rules, cost.rules_of(&s.blocks));
+                        let covered = addresses(s.blocks.v4());
+                        prop_assert!(addresses(&prefixes).is_subset(&covered), "covers every selected address");
+                        let extra = covered.len() as u64 - addresses(&prefixes).len() as u64;
+                        prop_assert_eq!(u128::from(extra), s.extra_addresses);
+                        prop_assert_eq!(Some(extra), expected, "budget {}", budget);
+                        if budget >= lossless {
+                            prop_assert_eq!(extra, 0);
+                        }
+                        for b in s.blocks.v4() {
+                            prop_assert!(b.prefix_len() >= min_len || prefixes.contains(b));
+                        }
+                    }
+                    Err(FitError::Infeasible { smallest, .. }) => {
+                        prop_assert_eq!(expected, None, "budget {}", budget);
+                        prop_assert!(smallest > budget);
+                        prop_assert!(brute(&prefixes, split_31, min_len, smallest).is_some());
+                    }
+                    Err(e) => prop_assert!(false, "{}", e),
+                }
+            }
+        }
+    }
+}
