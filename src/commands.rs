@@ -480,13 +480,14 @@ async fn adopt(
         let states = history.run_tags(run, &names).await?.unwrap_or_default();
         let tags =
             crate::reconcile::select_states(&target.selection, &states).map_err(Error::Usage)?;
-        let desired = tags
-            .iter()
-            .fold(PrefixSet::new(), |acc, t| acc.union(&t.prefixes));
-        adapter
-            .normalize(&desired, target)
-            .rules
-            .intersection(&foreign)
+        let desired =
+            crate::reconcile::desired_prefixes(&target.selection, &tags).map_err(Error::Usage)?;
+        let caps = adapter.capabilities(target);
+        crate::targets::rule_forms(
+            &adapter.admissible(&desired, target).rules.aggregate(),
+            &caps,
+        )
+        .intersection(&foreign)
     } else {
         let wanted = crate::reconcile::parse_prefix_args(args).map_err(Error::Usage)?;
         let absent = wanted.difference(&live.rules.ip);

@@ -93,6 +93,19 @@ pub struct AzureSection {
 pub struct PolicySection {
     pub removal_grace: HumanDuration,
     pub max_removal_ratio: f64,
+    /// What to do when the tags do not fit a target's budget.
+    pub overflow: Overflow,
+}
+
+/// What to do when the selected prefixes do not fit a target's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuse the target, with the numbers and the alternatives.
+    #[default]
+    Fail,
+    /// Cover the prefixes with the fewest extra addresses the budget allows.
+    Summarize,
 }
 
 impl Default for PolicySection {
@@ -100,6 +113,7 @@ impl Default for PolicySection {
         Self {
             removal_grace: HumanDuration(Duration::from_secs(7 * 86400)),
             max_removal_ratio: 0.5,
+            overflow: Overflow::Fail,
         }
     }
 }
@@ -118,6 +132,15 @@ pub struct TargetSection {
     pub max_rules: Option<usize>,
     pub removal_grace: Option<HumanDuration>,
     pub max_removal_ratio: Option<f64>,
+    /// Overrides [tags] include_unassigned.
+    pub include_unassigned: Option<bool>,
+    pub overflow: Option<Overflow>,
+    /// No summarized IPv4 block broader than this (default 16).
+    pub summarize_min_prefix_len: Option<u8>,
+    /// No summarized IPv6 block broader than this (default 48).
+    pub summarize_min_prefix_len_v6: Option<u8>,
+    /// Refuse if even the best summary admits more addresses than this.
+    pub summarize_max_extra_addresses: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -168,6 +191,7 @@ impl Default for FeedSection {
 pub struct TagsSection {
     pub select: Vec<String>,
     pub regions: Vec<String>,
+    pub include_unassigned: bool,
 }
 
 impl Default for TagsSection {
@@ -175,6 +199,7 @@ impl Default for TagsSection {
         Self {
             select: vec!["AzureDigitalTwins".into()],
             regions: Vec::new(),
+            include_unassigned: false,
         }
     }
 }
@@ -425,6 +450,11 @@ impl ConfigFile {
             )));
         }
         let select = self.tags.select;
+        if self.tags.include_unassigned && self.tags.regions.is_empty() {
+            return Err(ConfigError(
+                "[tags] include_unassigned adds the global tag's unassigned prefixes to a regional selection; set [tags] regions too".into(),
+            ));
+        }
         if select.is_empty() {
             return Err(ConfigError(
                 "[tags] select is empty: name at least one service tag, e.g. [\"AzureDigitalTwins\"]".into(),
@@ -445,7 +475,8 @@ impl ConfigFile {
                 humantime::format_duration(r.0)
             )));
         }
-        let selection = TagSelection::new(select, self.tags.regions);
+        let mut selection = TagSelection::new(select, self.tags.regions);
+        selection.include_unassigned = self.tags.include_unassigned;
         let policy = self.policy;
         if !(policy.max_removal_ratio > 0.0 && policy.max_removal_ratio <= 1.0) {
             return Err(ConfigError(format!(
@@ -494,10 +525,29 @@ impl ConfigFile {
                     "{at}: max_removal_ratio must be above 0 and at most 1"
                 )));
             }
-            let target_selection = TagSelection::new(
+            let mut target_selection = TagSelection::new(
                 t.tags.unwrap_or_else(|| selection.tags.clone()),
                 t.regions.unwrap_or_else(|| selection.regions.clone()),
             );
+            target_selection.include_unassigned =
+                t.include_unassigned.unwrap_or(selection.include_unassigned);
+            if target_selection.include_unassigned && target_selection.regions.is_empty() {
+                return Err(ConfigError(format!(
+                    "{at}: include_unassigned adds the global tag's unassigned prefixes to a regional selection; set regions too"
+                )));
+            }
+            let v4 = t.summarize_min_prefix_len.unwrap_or(16);
+            let v6 = t.summarize_min_prefix_len_v6.unwrap_or(48);
+            if !(8..=32).contains(&v4) || !(16..=128).contains(&v6) {
+                return Err(ConfigError(format!(
+                    "{at}: summarize_min_prefix_len must be 8 to 32 and summarize_min_prefix_len_v6 16 to 128"
+                )));
+            }
+            let fit_bounds = crate::fit::Bounds {
+                min_prefix_len_v4: v4,
+                min_prefix_len_v6: v6,
+                max_extra_addresses: t.summarize_max_extra_addresses.map(u128::from),
+            };
             if target_selection.tags.is_empty() {
                 return Err(ConfigError(format!("{at}: tags is empty")));
             }
@@ -510,6 +560,8 @@ impl ConfigFile {
                 max_rules: t.max_rules,
                 removal_grace: t.removal_grace.unwrap_or(policy.removal_grace).0,
                 max_removal_ratio: ratio,
+                overflow: t.overflow.unwrap_or(policy.overflow),
+                fit_bounds,
             });
         }
         let azure = self.azure;

@@ -36,6 +36,8 @@ pub struct Capabilities {
     /// Whether an empty rule set opens the resource to the Internet.
     pub empty_means_open: bool,
     pub ipv6: bool,
+    /// An IPv4 /31 is stored as two single-address rules (Storage).
+    pub split_31: bool,
 }
 
 /// One owned prefix in the ledger.
@@ -136,7 +138,20 @@ pub fn plan(
             .and_then(|o| parse_time(&o.last_desired_at))
             .is_none_or(|t| now - t >= policy.removal_grace)
     };
-    let mut remove = PrefixSet::from_nets(leaving.iter().filter(grace_over));
+    // A leaving rule whose addresses the desired rules still cover (a block
+    // re-summarized, two addresses merged) locks nobody out: it goes at
+    // once, and does not count as a removal for the ratio guard.
+    let desired_blocks = desired.aggregate();
+    let covered = PrefixSet::from_nets(
+        leaving
+            .iter()
+            .filter(|n| desired_blocks.iter().any(|d| d.contains(n))),
+    );
+    let mut remove = PrefixSet::from_nets(
+        leaving
+            .iter()
+            .filter(|n| covered.contains(n) || grace_over(n)),
+    );
     let mut pending_removal = leaving.difference(&remove);
 
     let extra = live.other_ip_rules
@@ -194,14 +209,15 @@ pub fn plan(
         });
     }
     if !owned_live.is_empty() && !policy.force {
-        let ratio = remove.len() as f64 / owned_live.len() as f64;
+        let losing = remove.difference(&covered);
+        let ratio = losing.len() as f64 / owned_live.len() as f64;
         if ratio > policy.max_removal_ratio {
             refusals.push(Refusal {
                 guard: "removal-ratio".into(),
                 message: format!(
                     "the plan removes {} of the {} owned rules ({:.0}%), more than max_removal_ratio {:.0}%; \
                      check the feed, then run with --force if this is intended",
-                    remove.len(),
+                    losing.len(),
                     owned_live.len(),
                     ratio * 100.0,
                     policy.max_removal_ratio * 100.0
@@ -256,6 +272,7 @@ mod tests {
             vnet_rules_share_budget: false,
             empty_means_open: true,
             ipv6: false,
+            split_31: false,
         }
     }
 
@@ -464,6 +481,33 @@ mod tests {
                 .iter()
                 .any(|w| w.contains("removed before their grace period"))
         );
+    }
+
+    #[test]
+    fn rules_still_covered_by_the_desired_set_go_at_once() {
+        // Two owned /29s are now desired as one summarized /28: no address
+        // is lost, so no grace period and no ratio guard.
+        let live = LiveRules {
+            ip: set(&["20.0.0.0/29", "20.0.0.8/29"]),
+            vnet_rules: 0,
+            other_ip_rules: 0,
+        };
+        let l = ledger(&[
+            ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
+            ("20.0.0.8/29", "2026-11-22T11:00:00Z"),
+        ]);
+        let p = plan(
+            &set(&["20.0.0.0/28"]),
+            &live,
+            &l,
+            &caps(128),
+            &policy(),
+            now(),
+        );
+        assert_eq!(p.add, set(&["20.0.0.0/28"]));
+        assert_eq!(p.remove, set(&["20.0.0.0/29", "20.0.0.8/29"]));
+        assert!(p.pending_removal.is_empty());
+        assert!(!p.refused(), "{:?}", p.refusals);
     }
 
     #[test]

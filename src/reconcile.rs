@@ -49,6 +49,8 @@ pub struct TargetReport {
     /// The guard that refused, when refused.
     pub guard: Option<String>,
     pub error: Option<String>,
+    /// How the desired prefixes were fitted into the budget.
+    pub fit: Option<FitReport>,
     /// Rules that differ from the plan after writing (read back).
     pub drift: PrefixSet,
     pub replanned: bool,
@@ -70,6 +72,7 @@ impl TargetReport {
             location: None,
             guard: None,
             error: None,
+            fit: None,
             drift: PrefixSet::new(),
             replanned: false,
             warnings: Vec::new(),
@@ -133,9 +136,52 @@ pub fn select_states<'a>(
             }
             out.extend(found);
         }
+        if selection.include_unassigned {
+            let prefix = format!("{base}.");
+            out.extend(
+                states
+                    .iter()
+                    .filter(|s| &s.name == base || s.name.starts_with(&prefix)),
+            );
+        }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
+}
+
+/// The prefixes a selection asks for: its tags' prefixes, plus with
+/// `include_unassigned` the global tag's prefixes that no sub-tag carries.
+pub fn desired_prefixes(selection: &TagSelection, tags: &[&TagState]) -> Result<PrefixSet, String> {
+    let mut out = PrefixSet::new();
+    for base in &selection.tags {
+        let prefix = format!("{base}.");
+        let regional: Vec<&TagState> = tags
+            .iter()
+            .copied()
+            .filter(|t| t.name.starts_with(&prefix))
+            .collect();
+        let picked = tags.iter().filter(|t| {
+            if selection.regions.is_empty() {
+                &t.name == base
+            } else {
+                t.name.starts_with(&prefix)
+                    && selection
+                        .regions
+                        .iter()
+                        .any(|r| crate::tags::region_matches(base, &t.name, &t.region, r))
+            }
+        });
+        out = picked.fold(out, |acc, t| acc.union(&t.prefixes));
+        if selection.include_unassigned {
+            let global = tags
+                .iter()
+                .find(|t| &t.name == base)
+                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))?;
+            let subs: Vec<&PrefixSet> = regional.iter().map(|t| &t.prefixes).collect();
+            out = out.union(&crate::tags::unassigned(&global.prefixes, &subs));
+        }
+    }
     Ok(out)
 }
 
@@ -193,12 +239,12 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
     };
     report.tags = tags.iter().map(|t| t.name.clone()).collect();
-    let desired_raw = tags
-        .iter()
-        .fold(PrefixSet::new(), |acc, t| acc.union(&t.prefixes));
-    let normalized = adapter.normalize(&desired_raw, target);
-    report.desired = Some(normalized.rules.clone());
-    report.warnings.extend(normalized.dropped.iter().cloned());
+    let desired_raw = match desired_prefixes(&target.selection, &tags) {
+        Ok(d) => d,
+        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
+    };
+    let admissible = adapter.admissible(&desired_raw, target);
+    report.warnings.extend(admissible.dropped.iter().cloned());
 
     let facts = match adapter.facts(&ctx.arm, target).await {
         Ok(f) => f,
@@ -220,12 +266,37 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         Ok(l) => l,
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
     };
+    report
+        .warnings
+        .extend(live_warnings(target, &live, &facts, &tags));
+
+    // Fit the desired prefixes into the room the budget leaves.
+    let caps = adapter.capabilities(target);
+    let foreign = foreign_rules(&live, &ledger);
+    let shared = if caps.vnet_rules_share_budget {
+        live.rules.vnet_rules
+    } else {
+        0
+    };
+    let room = caps
+        .budget
+        .saturating_sub(foreign.len() + live.rules.other_ip_rules + shared);
+    let fitted = fit_target(
+        target,
+        &caps,
+        &admissible.rules,
+        room,
+        facts.location.as_deref(),
+    );
+    report.desired = Some(fitted.rules.clone());
+    report.fit = Some(fitted.report.clone());
+
     // The grace period runs from when a prefix was last in the tag, as the
     // history records it: the ledger's stamp alone would be stale for a
     // target that could not be reached for a while.
     let leaving: Vec<IpNet> = ledger
         .keys()
-        .filter(|n| !normalized.rules.contains(n))
+        .filter(|n| !fitted.rules.contains(n))
         .copied()
         .collect();
     match ctx.history.last_seen(&report.tags, &leaving).await {
@@ -240,23 +311,20 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         }
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
     }
-    report
-        .warnings
-        .extend(live_warnings(target, &live, &facts, &tags));
     let policy = Policy {
         removal_grace: target.removal_grace,
         max_removal_ratio: target.max_removal_ratio,
         force: ctx.opts.force,
     };
-    let caps = adapter.capabilities(target);
-    let p = plan(
-        &normalized.rules,
+    let mut p = plan(
+        &fitted.rules,
         &live.rules,
         &ledger,
         &caps,
         &policy,
         OffsetDateTime::now_utc(),
     );
+    fitted.amend(&mut p);
     report.live_fingerprint = Some(live.fingerprint.clone());
     report.plan = Some(p.clone());
     if ctx.opts.dry_run {
@@ -265,6 +333,7 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         report.error = p.refusals.first().map(|r| r.message.clone());
         return report;
     }
+    let desired = fitted.rules.clone();
     apply_planned(
         ctx,
         adapter,
@@ -272,9 +341,9 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         report,
         live,
         p,
-        &normalized.rules,
+        &desired,
         &started_at,
-        Some((&ledger, &policy)),
+        Some(((&ledger, &policy), &fitted)),
     )
     .await
 }
@@ -293,7 +362,7 @@ async fn apply_planned(
     mut p: TargetPlan,
     desired: &PrefixSet,
     started_at: &str,
-    replan: Option<(&crate::plan::Ledger, &Policy)>,
+    replan: Option<((&crate::plan::Ledger, &Policy), &Fitted)>,
 ) -> TargetReport {
     let mut live = live;
     if !p.refused() && p.has_changes() {
@@ -303,7 +372,7 @@ async fn apply_planned(
         };
         if fresh.fingerprint != live.fingerprint {
             match replan {
-                Some((ledger, policy)) => {
+                Some(((ledger, policy), fitted)) => {
                     tracing::warn!(target = %target.name, "the live rules changed since they were read; planning again");
                     let caps = adapter.capabilities(target);
                     p = plan(
@@ -314,6 +383,7 @@ async fn apply_planned(
                         policy,
                         OffsetDateTime::now_utc(),
                     );
+                    fitted.amend(&mut p);
                     report.replanned = true;
                     report.warnings.push("the live rules changed after they were read; the plan was computed again on the new rules".into());
                     report.live_fingerprint = Some(fresh.fingerprint.clone());
@@ -568,4 +638,146 @@ pub fn parse_prefix_args(args: &[String]) -> Result<PrefixSet, String> {
         })
         .collect();
     nets.map(PrefixSet::from_nets)
+}
+
+/// How a target's desired prefixes were fitted into its budget (reported
+/// in the plan).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitReport {
+    /// `lossless` (it fit), `summarize` or `fail` (it did not fit).
+    pub policy: String,
+    /// Rules the exact (aggregated) form needs.
+    pub rules_needed: usize,
+    /// Rules after fitting.
+    pub rules_after: usize,
+    /// Rules the budget leaves after foreign and shared rules.
+    pub room: usize,
+    /// Summarized blocks that admit addresses outside the tags.
+    pub over_admitting: Vec<crate::fit::OverAdmitting>,
+    pub extra_addresses: u128,
+    /// For `fail`: what would fit instead.
+    pub alternatives: Vec<String>,
+}
+
+/// The desired rules after fitting, and what the plan must be told.
+pub struct Fitted {
+    pub rules: PrefixSet,
+    pub report: FitReport,
+    /// A summary that could not be made (refuses the target).
+    refusal: Option<crate::plan::Refusal>,
+}
+
+impl Fitted {
+    /// Adds the fitting's refusal, or the alternatives to a budget refusal.
+    fn amend(&self, p: &mut TargetPlan) {
+        if let Some(r) = &self.refusal {
+            p.refusals.retain(|x| x.guard != "budget");
+            p.refusals.push(r.clone());
+        } else if !self.report.alternatives.is_empty() {
+            for r in p.refusals.iter_mut().filter(|r| r.guard == "budget") {
+                r.message = format!(
+                    "{} Alternatives: {}",
+                    r.message,
+                    self.report.alternatives.join("; ")
+                );
+            }
+        }
+        if self.report.extra_addresses > 0 {
+            p.warnings.push(format!(
+                "summarized {} rules into {}: {} blocks admit {} addresses outside the tags",
+                self.report.rules_needed,
+                self.report.rules_after,
+                self.report.over_admitting.len(),
+                self.report.extra_addresses
+            ));
+        }
+    }
+}
+
+/// Aggregates the admissible prefixes losslessly; if that does not fit the
+/// room, summarizes (overflow = "summarize") or prepares the refusal's
+/// alternatives (overflow = "fail"). Pure.
+pub fn fit_target(
+    target: &TargetSpec,
+    caps: &crate::plan::Capabilities,
+    admissible: &PrefixSet,
+    room: usize,
+    location: Option<&str>,
+) -> Fitted {
+    use crate::config::Overflow;
+    use crate::fit::{CostModel, summarize};
+    let exact = admissible.aggregate();
+    let cost = CostModel {
+        split_31: caps.split_31,
+    };
+    let needed = cost.rules_of(&exact);
+    let mut report = FitReport {
+        policy: "lossless".into(),
+        rules_needed: needed,
+        rules_after: needed,
+        room,
+        over_admitting: Vec::new(),
+        extra_addresses: 0,
+        alternatives: Vec::new(),
+    };
+    let exact_rules = crate::targets::rule_forms(&exact, caps);
+    if needed <= room {
+        return Fitted {
+            rules: exact_rules,
+            report,
+            refusal: None,
+        };
+    }
+    let summary = summarize(&exact, room, cost, &target.fit_bounds);
+    match target.overflow {
+        Overflow::Fail => {
+            report.policy = "fail".into();
+            let region = location
+                .map(|l| l.to_ascii_lowercase().replace(' ', ""))
+                .unwrap_or_else(|| "<region>".into());
+            report.alternatives.push(format!(
+                "select the regional sub-tag of this resource's region (regions = [\"{region}\"], with include_unassigned = true to keep the prefixes no region carries; `tagsync feed regions` lists them)"
+            ));
+            report.alternatives.push(match &summary {
+                Ok(s) => format!(
+                    "overflow = \"summarize\" fits it in {} rules admitting {} addresses outside the tags",
+                    s.rules, s.extra_addresses
+                ),
+                Err(e) => format!("overflow = \"summarize\" cannot: {e}"),
+            });
+            Fitted {
+                rules: exact_rules,
+                report,
+                refusal: None,
+            }
+        }
+        Overflow::Summarize => {
+            report.policy = "summarize".into();
+            match summary {
+                Ok(s) => {
+                    report.rules_after = s.rules;
+                    report.extra_addresses = s.extra_addresses;
+                    report.over_admitting = s.over_admitting;
+                    Fitted {
+                        rules: crate::targets::rule_forms(&s.blocks, caps),
+                        report,
+                        refusal: None,
+                    }
+                }
+                Err(e) => {
+                    let refusal = crate::plan::Refusal {
+                        guard: "budget".into(),
+                        message: format!(
+                            "the tags need {needed} rules and the budget leaves {room}: {e}"
+                        ),
+                    };
+                    Fitted {
+                        rules: exact_rules,
+                        report,
+                        refusal: Some(refusal),
+                    }
+                }
+            }
+        }
+    }
 }

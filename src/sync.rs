@@ -100,7 +100,7 @@ fn selections(settings: &Settings) -> Vec<&crate::tags::TagSelection> {
 fn selection_json(settings: &Settings) -> String {
     let all: Vec<serde_json::Value> = selections(settings)
         .iter()
-        .map(|s| serde_json::json!({"tags": s.tags, "regions": s.regions}))
+        .map(|s| serde_json::json!({"tags": s.tags, "regions": s.regions, "include_unassigned": s.include_unassigned}))
         .collect();
     serde_json::Value::Array(all).to_string()
 }

@@ -22,11 +22,19 @@ pub struct TagSelection {
     /// When non-empty, each tag in `tags` is replaced by its sub-tags for
     /// these regions (ARM location names or the feed's spelling).
     pub regions: Vec<String>,
+    /// With regions: also the global tag's prefixes that no sub-tag carries,
+    /// so a regional selection never silently misses addresses Microsoft has
+    /// not assigned to a region yet.
+    pub include_unassigned: bool,
 }
 
 impl TagSelection {
     pub fn new(tags: Vec<String>, regions: Vec<String>) -> Self {
-        Self { tags, regions }
+        Self {
+            tags,
+            regions,
+            include_unassigned: false,
+        }
     }
 
     /// Whether the scanner must keep a tag's JSON to resolve this selection.
@@ -73,6 +81,12 @@ impl TagSelection {
                 }
                 out.extend(found.into_iter().cloned());
             }
+            if self.include_unassigned {
+                // The global tag and every sub-tag: what none carries is
+                // computed from them (see [`unassigned`]).
+                out.push(feed.tag(base)?);
+                out.extend(subtags.iter().cloned());
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.dedup_by(|a, b| a.name == b.name);
@@ -112,6 +126,19 @@ fn normalize_region(s: &str) -> String {
         .filter(|c| !matches!(c, ' ' | '-' | '_'))
         .flat_map(char::to_lowercase)
         .collect()
+}
+
+/// The prefixes of a global tag that no regional sub-tag covers.
+pub fn unassigned(global: &PrefixSet, subtags: &[&PrefixSet]) -> PrefixSet {
+    let regional = subtags
+        .iter()
+        .fold(PrefixSet::new(), |acc, s| acc.union(s))
+        .aggregate();
+    PrefixSet::from_nets(
+        global
+            .iter()
+            .filter(|p| !regional.iter().any(|r| r.contains(p))),
+    )
 }
 
 /// The union of the prefixes of several tags.

@@ -30,6 +30,7 @@ impl Adapter for EventHubs {
             vnet_rules_share_budget: false,
             empty_means_open: true,
             ipv6: target.ipv6,
+            split_31: false,
         }
     }
 

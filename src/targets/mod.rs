@@ -79,6 +79,8 @@ pub struct TargetSpec {
     pub max_rules: Option<usize>,
     pub removal_grace: std::time::Duration,
     pub max_removal_ratio: f64,
+    pub overflow: crate::config::Overflow,
+    pub fit_bounds: crate::fit::Bounds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -171,9 +173,10 @@ pub trait Adapter: Send + Sync {
     /// What the resource can hold.
     fn capabilities(&self, target: &TargetSpec) -> Capabilities;
 
-    /// Desired prefixes in the exact form this kind stores. The default
-    /// keeps public IPv4 prefixes, and IPv6 ones when enabled.
-    fn normalize(&self, desired: &PrefixSet, target: &TargetSpec) -> Normalized {
+    /// The desired prefixes this kind may hold. The default keeps public
+    /// IPv4 prefixes, and IPv6 ones when enabled. The rule forms (a Storage
+    /// /31 as two addresses) follow from the capabilities, after fitting.
+    fn admissible(&self, desired: &PrefixSet, target: &TargetSpec) -> Normalized {
         normalize_public(desired, target.ipv6, false)
     }
 
@@ -193,6 +196,20 @@ pub trait Adapter: Send + Sync {
         add: &PrefixSet,
         remove: &PrefixSet,
     ) -> Result<LiveState, ArmError>;
+}
+
+/// The rules a set of blocks is written as: with `split_31`, a /31 becomes
+/// its two addresses.
+pub fn rule_forms(blocks: &PrefixSet, caps: &Capabilities) -> PrefixSet {
+    if !caps.split_31 {
+        return blocks.clone();
+    }
+    PrefixSet::from_nets(blocks.iter().flat_map(|n| match n {
+        IpNet::V4(v4) if v4.prefix_len() == 31 => {
+            v4.hosts().map(|a| IpNet::from(IpAddr::V4(a))).collect()
+        }
+        other => vec![other],
+    }))
 }
 
 /// Parses a rule value as stored by Azure (`1.2.3.4` or `1.2.3.0/24`).

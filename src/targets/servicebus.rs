@@ -30,6 +30,7 @@ impl Adapter for ServiceBus {
             vnet_rules_share_budget: true,
             empty_means_open: true,
             ipv6: target.ipv6,
+            split_31: false,
         }
     }
 

@@ -8,10 +8,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{
-    Adapter, LiveState, Normalized, ResourceFacts, TargetKind, TargetSpec, edit_rules,
-    normalize_public, read_rules,
-};
+use super::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, edit_rules, read_rules};
 use crate::azure::arm::{ArmClient, ArmError};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
@@ -76,11 +73,8 @@ impl Adapter for Storage {
             vnet_rules_share_budget: false,
             empty_means_open: false,
             ipv6: target.ipv6,
+            split_31: true,
         }
-    }
-
-    fn normalize(&self, desired: &PrefixSet, target: &TargetSpec) -> Normalized {
-        normalize_public(desired, target.ipv6, true)
     }
 
     async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
