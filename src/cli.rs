@@ -157,6 +157,18 @@ pub struct OwnershipArgs {
 pub enum FeedCommand {
     /// A tag's prefixes, counts and changeNumber.
     Show(FeedShowArgs),
+    /// A tag's regional sub-tags, and its prefixes that no sub-tag carries.
+    Regions(FeedRegionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FeedRegionsArgs {
+    /// The global tag.
+    #[arg(long, value_name = "TAG", default_value = "AzureDigitalTwins")]
+    pub tag: String,
+    /// Read the feed from this file instead of the configured source.
+    #[arg(long, value_name = "FILE")]
+    pub feed_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::azure::arm::ArmClient;
 use crate::cli::{
-    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedShowArgs, HistoryArgs,
-    LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs, TargetsCheckArgs, TargetsCommand,
+    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedRegionsArgs, FeedShowArgs,
+    HistoryArgs, LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs, TargetsCheckArgs,
+    TargetsCommand,
 };
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
@@ -97,6 +98,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Targets(TargetsCommand::Adopt(args)) => targets_adopt(&cli, args).await,
         Command::Targets(TargetsCommand::Release(args)) => targets_release(&cli, args).await,
         Command::Feed(FeedCommand::Show(args)) => feed_show(&cli, args).await,
+        Command::Feed(FeedCommand::Regions(args)) => feed_regions(&cli, args).await,
         Command::History(args) => history(&cli, args).await,
         Command::Diff(args) => diff(&cli, args).await,
         Command::Config(ConfigCommand::Check) => config_check(&cli),
@@ -535,25 +537,44 @@ async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
     } else {
         crate::tags::TagSelection::new(args.tags.clone(), Vec::new())
     };
-    let content = match &settings.source {
+    let content = fetch_content(&settings).await?;
+    let feed = source::scan_content(&content, settings.http.max_bytes, |n| selection.wants(n))?;
+    let tags = selection.resolve(&feed)?;
+    let report = render::FeedShow::new(&feed, &tags);
+    emit(cli.output, &report, render::feed_show_human)?;
+    Ok(exit::OK)
+}
+
+/// The feed's content from the configured source, without recording it.
+async fn fetch_content(settings: &Settings) -> Result<Content, Error> {
+    Ok(match &settings.source {
         // The common offline case streams the file without a digest.
         crate::config::SourceSpec::File(path) => Content::File(path.clone()),
         spec => {
             let http = HttpClient::new(settings.http.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let arm = match spec {
-                crate::config::SourceSpec::DiscoveryApi { .. } => Some(arm_client(&settings)?),
+                crate::config::SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
                 _ => None,
             };
             source::fetch(spec, settings.cloud, &http, arm.as_ref(), None)
                 .await?
                 .content
         }
-    };
-    let feed = source::scan_content(&content, settings.http.max_bytes, |n| selection.wants(n))?;
-    let tags = selection.resolve(&feed)?;
-    let report = render::FeedShow::new(&feed, &tags);
-    emit(cli.output, &report, render::feed_show_human)?;
+    })
+}
+
+async fn feed_regions(cli: &Cli, args: &FeedRegionsArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), None))?;
+    let content = fetch_content(&settings).await?;
+    let prefix = format!("{}.", args.tag);
+    let feed = source::scan_content(&content, settings.http.max_bytes, |n| {
+        n == args.tag || n.starts_with(&prefix)
+    })?;
+    let global = feed.tag(&args.tag)?;
+    let subtags = crate::tags::regional_subtags(&feed, &args.tag)?;
+    let report = render::Regions::new(&feed, &global, &subtags);
+    emit(cli.output, &report, render::regions_human)?;
     Ok(exit::OK)
 }
 

@@ -373,6 +373,92 @@ pub fn feed_show_human(r: &FeedShow) -> String {
     out
 }
 
+/// `tagsync feed regions`.
+#[derive(Debug, Serialize)]
+pub struct Regions {
+    pub tag: String,
+    pub change_number: u64,
+    pub ipv4: usize,
+    pub ipv6: usize,
+    pub regions: Vec<RegionEntry>,
+    /// Prefixes of the global tag that no sub-tag covers.
+    pub unassigned: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RegionEntry {
+    pub name: String,
+    /// The ARM location (from the sub-tag's name).
+    pub location: String,
+    /// The feed's own `region` field (not always the ARM name).
+    pub region: String,
+    pub change_number: u64,
+    pub ipv4: usize,
+    pub ipv6: usize,
+}
+
+impl Regions {
+    pub fn new(feed: &ScannedFeed, global: &ServiceTag, subtags: &[ServiceTag]) -> Self {
+        let mut regions: Vec<RegionEntry> = subtags
+            .iter()
+            .map(|t| RegionEntry {
+                name: t.name.clone(),
+                location: crate::tags::subtag_location(&global.name, &t.name),
+                region: t.region.clone(),
+                change_number: t.change_number,
+                ipv4: t.prefixes.v4().len(),
+                ipv6: t.prefixes.v6().len(),
+            })
+            .collect();
+        regions.sort_by(|a, b| a.location.cmp(&b.location));
+        let subs: Vec<&PrefixSet> = subtags.iter().map(|t| &t.prefixes).collect();
+        Self {
+            tag: global.name.clone(),
+            change_number: feed.change_number,
+            ipv4: global.prefixes.v4().len(),
+            ipv6: global.prefixes.v6().len(),
+            regions,
+            unassigned: crate::tags::unassigned(&global.prefixes, &subs).to_strings(),
+        }
+    }
+}
+
+pub fn regions_human(r: &Regions) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{}: {} IPv4 + {} IPv6 prefixes, {} regional sub-tags (feed changeNumber {})",
+        r.tag,
+        r.ipv4,
+        r.ipv6,
+        r.regions.len(),
+        r.change_number
+    );
+    let _ = writeln!(
+        out,
+        "{:<22} {:<18} {:>4} {:>4}  SUB-TAG",
+        "LOCATION", "FEED REGION", "IPV4", "IPV6"
+    );
+    for e in &r.regions {
+        let _ = writeln!(
+            out,
+            "{:<22} {:<18} {:>4} {:>4}  {}",
+            e.location, e.region, e.ipv4, e.ipv6, e.name
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{} of the {} prefixes of {} are in no sub-tag (include_unassigned = true adds them to a regional selection):",
+        r.unassigned.len(),
+        r.ipv4 + r.ipv6,
+        r.tag
+    );
+    for p in &r.unassigned {
+        let _ = writeln!(out, "{p}");
+    }
+    out
+}
+
 pub fn history_human(runs: &[RunEntry]) -> String {
     let mut out = String::new();
     if runs.is_empty() {

@@ -2,6 +2,7 @@
 //! SQLite file. One test binary (modules below) so it links once.
 
 mod bad_input;
+mod budgets;
 mod cli;
 mod concurrency;
 mod download;

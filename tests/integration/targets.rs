@@ -8,13 +8,13 @@ use crate::fake_arm::*;
 use crate::fake_http::Response;
 use crate::util::*;
 
-const EH: &str = "Microsoft.EventHub";
+pub const EH: &str = "Microsoft.EventHub";
 const SB: &str = "Microsoft.ServiceBus";
 
-struct World {
-    arm: FakeArm,
-    dir: TestDir,
-    cfg: String,
+pub struct World {
+    pub arm: FakeArm,
+    pub dir: TestDir,
+    pub cfg: String,
 }
 
 fn feed(prefixes: &[&str], change: u64) -> Vec<u8> {
@@ -54,7 +54,7 @@ fn storage_acls() -> Value {
            "ipRules": [{"value": "25.1.2.3", "action": "Allow"}], "defaultAction": "Deny"})
 }
 
-fn world(eh_sku: &str, extra: &str) -> World {
+pub fn world(eh_sku: &str, extra: &str) -> World {
     let arm = FakeArm::start();
     arm.add_namespace(EH, "adt-eh", eh_sku, eh_rules());
     arm.add_namespace(SB, "adt-sb", "Premium", sb_rules());
@@ -71,6 +71,7 @@ retry_backoff = "10ms"
 [[targets]]
 name = "adt-events"
 resource_id = "{eh}"
+{extra}
 
 [[targets]]
 name = "adt-queue"
@@ -79,7 +80,7 @@ resource_id = "{sb}"
 [[targets]]
 name = "adt-deadletter"
 resource_id = "{sa}"
-{extra}"#,
+"#,
         base = arm.base(),
         eh = namespace_id(EH, "adt-eh"),
         sb = namespace_id(SB, "adt-sb"),
@@ -94,7 +95,7 @@ resource_id = "{sa}"
 }
 
 impl World {
-    fn run(&self, args: &[&str]) -> Run {
+    pub fn run(&self, args: &[&str]) -> Run {
         let env = self.arm.identity_env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let mut all = vec!["--config", self.cfg.as_str(), "--output", "json"];
@@ -111,7 +112,7 @@ impl World {
         self.run(&refs)
     }
 
-    fn target<'a>(&self, report: &'a Value, name: &str) -> &'a Value {
+    pub fn target<'a>(&self, report: &'a Value, name: &str) -> &'a Value {
         report["targets"]
             .as_array()
             .expect("targets")
@@ -144,7 +145,7 @@ impl World {
     }
 }
 
-fn masks(rules: &Value, key: &str) -> Vec<String> {
+pub fn masks(rules: &Value, key: &str) -> Vec<String> {
     rules
         .as_array()
         .expect("rules")

@@ -1,0 +1,210 @@
+//! Rule budgets with the real 2025-11 global tag (289 IPv4 prefixes, none
+//! mergeable) against an Event Hubs namespace (128 IP rules).
+
+use std::collections::BTreeSet;
+
+use crate::targets::{EH, World, masks, world};
+use crate::util::*;
+use ipnet::{IpNet, Ipv4Net};
+
+fn v4_addresses(nets: impl IntoIterator<Item = Ipv4Net>) -> BTreeSet<u32> {
+    nets.into_iter()
+        .flat_map(|n| u32::from(n.network())..=u32::from(n.broadcast()))
+        .collect()
+}
+
+fn adt_v4(feed: &[u8]) -> Vec<Ipv4Net> {
+    tag_prefixes(feed, ADT)
+        .iter()
+        .filter_map(|p| match p.parse::<IpNet>() {
+            Ok(IpNet::V4(n)) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sync_real_feed(w: &World, extra_env: &[(&str, &str)]) -> Run {
+    let feed = w.dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let env = w.arm.identity_env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.extend_from_slice(extra_env);
+    w.dir.run_with(
+        &[
+            "--config",
+            &w.cfg,
+            "--output",
+            "json",
+            "sync",
+            "--target",
+            "adt-events",
+            "--feed-file",
+            feed.to_str().expect("utf-8"),
+        ],
+        &env,
+    )
+}
+
+#[test]
+fn the_global_tag_is_refused_with_alternatives_when_it_does_not_fit() {
+    let w = world("Standard", "");
+    let run = sync_real_feed(&w, &[]);
+    run.assert_code(6);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["guard"], "budget");
+    let msg = eh["error"].as_str().expect("message");
+    assert!(
+        msg.contains("needs 290 rules but the target holds 128"),
+        "{msg}"
+    );
+    assert!(msg.contains("regions = [\"westeurope\"]"), "{msg}");
+    assert!(
+        msg.contains("overflow = \"summarize\" fits it in 127 rules admitting"),
+        "{msg}"
+    );
+    assert_eq!(eh["fit"]["policy"], "fail");
+    assert_eq!(eh["fit"]["rules_needed"], 289);
+    assert_eq!(eh["fit"]["room"], 127, "128 less the one foreign rule");
+    assert_eq!(
+        masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask"),
+        vec!["1.1.1.1"]
+    );
+}
+
+#[test]
+fn summarize_covers_every_address_within_the_budget() {
+    let w = world("Standard", "overflow = \"summarize\"\n");
+    let run = sync_real_feed(&w, &[]);
+    run.assert_code(0);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["outcome"], "applied", "{eh}");
+    let fit = &eh["fit"];
+    assert_eq!(fit["policy"], "summarize");
+    assert_eq!(fit["rules_after"], 127);
+    let extra = fit["extra_addresses"].as_u64().expect("extra");
+    assert!(extra > 0);
+    let listed: u64 = fit["over_admitting"]
+        .as_array()
+        .expect("blocks")
+        .iter()
+        .map(|b| b["extra_addresses"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(listed, extra, "the blocks account for every extra address");
+
+    let live = masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask");
+    assert_eq!(live.len(), 128);
+    let live_nets: Vec<Ipv4Net> = live
+        .iter()
+        .map(|m| {
+            match m
+                .parse::<IpNet>()
+                .or_else(|_| m.parse::<std::net::IpAddr>().map(IpNet::from))
+            {
+                Ok(IpNet::V4(n)) => n,
+                other => panic!("{m}: {other:?}"),
+            }
+        })
+        .collect();
+    let feed = fixture_bytes("ServiceTags_Public_20251106.json.gz");
+    let wanted = v4_addresses(adt_v4(&feed));
+    let covered = v4_addresses(
+        live_nets
+            .iter()
+            .copied()
+            .filter(|n| n.to_string() != "1.1.1.1/32"),
+    );
+    assert!(wanted.is_subset(&covered), "every ADT address is admitted");
+    assert_eq!((covered.len() - wanted.len()) as u64, extra);
+    for n in &live_nets {
+        assert!(n.prefix_len() >= 16, "no block broader than /16: {n}");
+    }
+}
+
+#[test]
+fn a_regional_selection_with_unassigned_prefixes() {
+    let w = world(
+        "Standard",
+        "regions = [\"westeurope\"]\ninclude_unassigned = true\n",
+    );
+    let run = sync_real_feed(&w, &[]);
+    run.assert_code(0);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    // West Europe's 14 IPv4 prefixes and the unassigned IPv4 ones.
+    let feed = w.dir.path("ServiceTags_Public_20251106.json");
+    let regions = w.dir.run(&[
+        "--output",
+        "json",
+        "feed",
+        "regions",
+        "--feed-file",
+        feed.to_str().expect("utf-8"),
+    ]);
+    regions.assert_code(0);
+    let regions = regions.json();
+    let unassigned_v4: Vec<String> = regions["unassigned"]
+        .as_array()
+        .expect("unassigned")
+        .iter()
+        .map(|p| p.as_str().expect("prefix").to_owned())
+        .filter(|p| !p.contains(':'))
+        .collect();
+    let we = tag_prefixes(
+        &std::fs::read(&feed).expect("feed"),
+        "AzureDigitalTwins.WestEurope",
+    );
+    let expected: BTreeSet<String> = we
+        .iter()
+        .filter(|p| !p.contains(':'))
+        .cloned()
+        .chain(unassigned_v4)
+        .collect();
+    let desired: BTreeSet<String> = eh["desired"]
+        .as_array()
+        .expect("desired")
+        .iter()
+        .map(|p| p.as_str().expect("prefix").to_owned())
+        .collect();
+    assert_eq!(desired, expected);
+    assert_eq!(eh["fit"]["policy"], "lossless");
+    assert_eq!(
+        eh["plan"]["add"].as_array().expect("add").len(),
+        desired.len()
+    );
+}
+
+#[test]
+fn feed_regions_lists_sub_tags_and_the_unassigned_prefixes() {
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let run = dir.run(&[
+        "--output",
+        "json",
+        "feed",
+        "regions",
+        "--feed-file",
+        feed.to_str().expect("utf-8"),
+    ]);
+    run.assert_code(0);
+    let r = run.json();
+    assert_eq!(
+        r["ipv4"].as_u64().expect("n") + r["ipv6"].as_u64().expect("n"),
+        367
+    );
+    // FACTS.md 2: 29 of the 367 global prefixes are in no sub-tag.
+    assert_eq!(r["unassigned"].as_array().expect("list").len(), 29);
+    let brazil = r["regions"]
+        .as_array()
+        .expect("regions")
+        .iter()
+        .find(|e| e["region"] == "brazilse")
+        .expect("brazilse");
+    assert_eq!(brazil["location"], "brazilsoutheast");
+    // Independently: every unassigned prefix is in the global tag and in no sub-tag.
+    let bytes = std::fs::read(&feed).expect("feed");
+    let global = tag_prefixes(&bytes, ADT);
+    for p in r["unassigned"].as_array().expect("list") {
+        assert!(global.contains(p.as_str().expect("prefix")));
+    }
+}
