@@ -185,6 +185,20 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
                 let _ = writeln!(out, "  - {n}");
             }
         }
+        if let Some(f) = r.fit.as_ref().filter(|f| f.policy != "lossless") {
+            let _ = writeln!(
+                out,
+                "  fit ({}): {} rules needed, {} room, {} after; {} addresses outside the tags admitted",
+                f.policy, f.rules_needed, f.room, f.rules_after, f.extra_addresses
+            );
+            for b in &f.over_admitting {
+                let _ = writeln!(
+                    out,
+                    "  ~ {} admits {} extra addresses",
+                    b.block, b.extra_addresses
+                );
+            }
+        }
         if let (Some(g), Some(e)) = (&r.guard, &r.error) {
             let _ = writeln!(out, "  refused ({g}): {e}");
         } else if let Some(e) = &r.error {
