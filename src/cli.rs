@@ -103,6 +103,13 @@ pub struct SyncArgs {
     /// Lift the max_removal_ratio guard for this run.
     #[arg(long)]
     pub force: bool,
+    /// Push this run's metrics to a Prometheus Pushgateway at the end
+    /// (success or failure): the CronJob's way to be monitored.
+    #[arg(long, env = "TAGSYNC_PUSHGATEWAY", value_name = "URL")]
+    pub pushgateway: Option<String>,
+    /// The Pushgateway job name.
+    #[arg(long, env = "TAGSYNC_PUSH_JOB", default_value = "tagsync")]
+    pub push_job: String,
 }
 
 #[derive(Debug, Args)]

@@ -20,8 +20,9 @@ use crate::feed::source::{self, Content};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::prefix::PrefixSet;
-use crate::reconcile::{PLAN_FORMAT, PlanDocument, ReconcileOptions, TargetReport, reconcile};
+use crate::reconcile::{PLAN_FORMAT, PlanDocument, ReconcileOptions, reconcile};
 use crate::render;
+use crate::run::{RunOptions, arm_client, push_metrics, run_once, select_targets, targets_exit};
 use crate::sync::{SyncOptions, run_feed};
 use crate::targets::{TargetSpec, adapter_for};
 
@@ -157,102 +158,19 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     let settings = settings(cli, |f| {
         feed_override(f, args.feed_file.as_ref(), args.feed_url.as_ref())
     })?;
-    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let http =
-        HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
-    let opts = SyncOptions {
+    let opts = RunOptions {
         allow_regression: args.allow_regression,
+        dry_run: args.dry_run,
+        force: args.force,
+        targets: args.targets.clone(),
     };
-    let targets = select_targets(&settings, &args.targets)?;
-    let arm = if targets.is_empty() && !uses_discovery(&settings) {
-        None
-    } else {
-        match arm_client(&settings) {
-            Ok(a) => Some(a),
-            Err(e) => {
-                history.close().await;
-                return Err(e);
-            }
-        }
-    };
-    let result = run_feed(&settings, &history, &http, arm.as_ref(), &opts).await;
-    let run = match result {
-        Ok(run) => run,
-        Err(e) => {
-            history.close().await;
-            return Err(e);
-        }
-    };
-    let mut report = render::SyncReport::new(&run);
-    if let (false, Some(arm)) = (targets.is_empty(), arm.as_ref()) {
-        let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
-        let ropts = ReconcileOptions {
-            dry_run: args.dry_run,
-            force: args.force,
-        };
-        report.targets = reconcile(
-            &targets,
-            &states,
-            &history,
-            arm,
-            Some(run.recorded.run_id),
-            settings.azure.concurrency,
-            &ropts,
-        )
-        .await;
+    let result = run_once(&settings, &opts).await;
+    if let Some(url) = &args.pushgateway {
+        push_metrics(&settings, url, &args.push_job).await;
     }
-    history.close().await;
+    let report = result?;
     emit(cli.output, &report, render::sync_human)?;
     Ok(targets_exit(&report.targets))
-}
-
-/// The configured targets, or those named with --target.
-fn select_targets(settings: &Settings, names: &[String]) -> Result<Vec<TargetSpec>, Error> {
-    for name in names {
-        if !settings.targets.iter().any(|t| &t.name == name) {
-            let known: Vec<&str> = settings.targets.iter().map(|t| t.name.as_str()).collect();
-            return Err(Error::Usage(format!(
-                "no target named `{name}`; configured targets: {}",
-                if known.is_empty() {
-                    "none".to_owned()
-                } else {
-                    known.join(", ")
-                }
-            )));
-        }
-    }
-    Ok(settings
-        .targets
-        .iter()
-        .filter(|t| names.is_empty() || names.contains(&t.name))
-        .cloned()
-        .collect())
-}
-
-fn uses_discovery(settings: &Settings) -> bool {
-    matches!(
-        settings.source,
-        crate::config::SourceSpec::DiscoveryApi { .. }
-    )
-}
-
-fn arm_client(settings: &Settings) -> Result<ArmClient, Error> {
-    let (credential, _) = crate::azure::auth::credential(&settings.azure.auth)
-        .map_err(|e| Error::Azure(e.to_string()))?;
-    ArmClient::new(settings.azure.arm.clone(), credential).map_err(|e| Error::Azure(e.to_string()))
-}
-
-/// 0 when every target succeeded, 5 when one failed, else 6 when a guard
-/// refused one.
-fn targets_exit(reports: &[TargetReport]) -> u8 {
-    if reports.iter().any(|r| r.outcome == "failed") {
-        exit::TARGET_FAILED
-    } else if reports.iter().any(|r| r.outcome == "refused") {
-        exit::GUARD_REFUSED
-    } else {
-        exit::OK
-    }
 }
 
 async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {

@@ -447,6 +447,22 @@ impl History {
         Ok(out)
     }
 
+    /// When a feed changeNumber of a cloud was first recorded.
+    pub async fn first_seen(
+        &self,
+        cloud: &str,
+        change_number: u64,
+    ) -> Result<Option<String>, HistoryError> {
+        sqlx::query_scalar(
+            "SELECT MIN(started_at) FROM runs WHERE cloud = ?1 AND change_number = ?2 AND outcome != 'failed'",
+        )
+        .bind(cloud)
+        .bind(change_number as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
+    }
+
     /// The id of the newest run holding snapshots.
     pub async fn latest_snapshot_run(&self) -> Result<Option<i64>, HistoryError> {
         sqlx::query_scalar("SELECT MAX(run_id) FROM snapshots")

@@ -331,6 +331,7 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
         report.outcome = if p.refused() { "refused" } else { "planned" }.into();
         report.guard = p.refusals.first().map(|r| r.guard.clone());
         report.error = p.refusals.first().map(|r| r.message.clone());
+        record_target_metrics(&report);
         return report;
     }
     let desired = fitted.rules.clone();
@@ -469,6 +470,7 @@ async fn finish(
     if let Some(e) = &report.error {
         tracing::error!(target = %target.name, outcome = %report.outcome, "{e}");
     }
+    record_target_metrics(&report);
     if ctx.opts.dry_run {
         return report;
     }
@@ -779,5 +781,55 @@ pub fn fit_target(
                 }
             }
         }
+    }
+}
+
+/// Per-target metrics from a finished report.
+fn record_target_metrics(r: &TargetReport) {
+    let m = crate::metrics::metrics();
+    let name = r.name.as_str();
+    m.target_applies
+        .with_label_values(&[name, r.outcome.as_str()])
+        .inc();
+    m.target_last_apply
+        .with_label_values(&[name, r.outcome.as_str()])
+        .set(crate::metrics::now_seconds());
+    if let Some(g) = &r.guard {
+        m.guard_refusals
+            .with_label_values(&[name, g.as_str()])
+            .inc();
+    }
+    if let Some(p) = &r.plan {
+        let applied = r.outcome == "applied";
+        let owned = if applied {
+            p.result.len() - p.foreign.len()
+        } else {
+            p.keep.len() + p.remove.len() + p.pending_removal.len()
+        };
+        m.target_rules
+            .with_label_values(&[name, "owned"])
+            .set(owned as i64);
+        m.target_rules
+            .with_label_values(&[name, "foreign"])
+            .set(p.foreign.len() as i64);
+        m.target_budget
+            .with_label_values(&[name])
+            .set(p.capacity.budget as i64);
+        if applied {
+            m.target_added
+                .with_label_values(&[name])
+                .inc_by(p.add.len() as u64);
+            m.target_removed
+                .with_label_values(&[name])
+                .inc_by(p.remove.len() as u64);
+        }
+    }
+    if let Some(f) = &r.fit {
+        m.target_overadmitted
+            .with_label_values(&[name])
+            .set(f.extra_addresses as f64);
+    }
+    if !r.drift.is_empty() {
+        m.target_drift.with_label_values(&[name]).inc();
     }
 }

@@ -59,8 +59,12 @@ pub async fn run_feed(
         selection: selection_json(settings),
         ..NewRun::default()
     };
+    let fetch_started = std::time::Instant::now();
     match fetch_and_select(settings, history, http, arm, opts, &mut run).await {
         Ok((feed, tags, warnings)) => {
+            let m = crate::metrics::metrics();
+            m.feed_download_duration
+                .set(fetch_started.elapsed().as_secs_f64());
             let recorded = history.record_success(&run, &tags).await?;
             tracing::info!(
                 run_id = recorded.run_id,
@@ -69,6 +73,7 @@ pub async fn run_feed(
                 tags = recorded.tags.len(),
                 "recorded the run"
             );
+            record_feed_metrics(history, &run.cloud, &feed, &recorded).await;
             let pruned_runs = match settings.retention {
                 Some(retention) => history.prune(retention).await?,
                 None => 0,
@@ -87,6 +92,43 @@ pub async fn run_feed(
             tracing::info!(run_id = id, kind = e.kind(), "recorded the failed run");
             Err(e)
         }
+    }
+}
+
+async fn record_feed_metrics(
+    history: &History,
+    cloud: &str,
+    feed: &FeedInfo,
+    recorded: &RecordedRun,
+) {
+    let m = crate::metrics::metrics();
+    if let Some(cn) = feed.change_number {
+        m.feed_change_number.set(cn as i64);
+        if let Ok(Some(first)) = history.first_seen(cloud, cn).await
+            && let Ok(t) =
+                time::OffsetDateTime::parse(&first, &time::format_description::well_known::Rfc3339)
+        {
+            m.feed_age.set(
+                (time::OffsetDateTime::now_utc() - t)
+                    .as_seconds_f64()
+                    .max(0.0),
+            );
+        }
+    }
+    if let Some(bytes) = feed.bytes {
+        m.feed_bytes.set(bytes as i64);
+    }
+    for change in &recorded.tags {
+        let t = &change.state;
+        m.tag_prefixes
+            .with_label_values(&[t.name.as_str(), "ipv4"])
+            .set(t.prefixes.v4().len() as i64);
+        m.tag_prefixes
+            .with_label_values(&[t.name.as_str(), "ipv6"])
+            .set(t.prefixes.v6().len() as i64);
+        m.tag_change_number
+            .with_label_values(&[t.name.as_str()])
+            .set(t.change_number as i64);
     }
 }
 

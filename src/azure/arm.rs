@@ -135,9 +135,14 @@ impl ArmClient {
         // azure_core retries token requests on its own for minutes; the run
         // has a deadline, so a dead identity endpoint must fail in bounded time.
         let limit = self.settings.timeout.saturating_mul(2);
-        let token = match tokio::time::timeout(limit, self.credential.get_token(&[scope], None))
-            .await
-        {
+        let token_result =
+            tokio::time::timeout(limit, self.credential.get_token(&[scope], None)).await;
+        let ok = matches!(token_result, Ok(Ok(_)));
+        crate::metrics::metrics()
+            .arm_requests
+            .with_label_values(&["token", "none", if ok { "ok" } else { "error" }])
+            .inc();
+        let token = match token_result {
             Ok(Ok(token)) => token,
             Ok(Err(e)) => {
                 *cached = Some(Err(e.to_string()));
@@ -341,10 +346,27 @@ impl ArmClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(b.to_string());
             }
+            let kind = if method == Method::GET {
+                "read"
+            } else {
+                "write"
+            };
+            let count = |status: Option<u16>, outcome: &str| {
+                crate::metrics::metrics()
+                    .arm_requests
+                    .with_label_values(&[kind, crate::metrics::status_class(status), outcome])
+                    .inc();
+            };
             let (retry_after, detail) = match req.send().await {
-                Err(e) => (None, describe(&e)),
+                Err(e) => {
+                    count(None, "retry");
+                    (None, describe(&e))
+                }
                 Ok(resp) => {
                     let status = resp.status();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        crate::metrics::metrics().arm_throttled.inc();
+                    }
                     let answer = Answer::from_headers(resp.headers(), status);
                     let bytes = match resp.bytes().await {
                         Ok(b) => b,
@@ -378,10 +400,13 @@ impl ArmClient {
                         }
                     };
                     if status.is_success() {
+                        count(Some(status.as_u16()), "ok");
                         return Ok((answer, value));
                     }
                     let (code, message) = error_fields(&value);
-                    if retryable(status, &code, &message) {
+                    let again = retryable(status, &code, &message);
+                    count(Some(status.as_u16()), if again { "retry" } else { "error" });
+                    if again {
                         (
                             answer.retry_after,
                             format!("HTTP {} {code}: {message}", status.as_u16()),
@@ -433,6 +458,7 @@ impl ArmClient {
                 ),
             });
         }
+        crate::metrics::metrics().arm_retries.inc();
         tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = last, "Azure request failed, retrying");
         tokio::time::sleep(wait).await;
         Ok(())

@@ -1,0 +1,297 @@
+//! Prometheus metrics: one registry for the process, served by the daemon
+//! on `/metrics` and pushed to a Pushgateway by CronJob runs.
+//!
+//! Names follow Prometheus conventions: prefix `tagsync_`, base units,
+//! `_total` counters, `_seconds` durations, `_timestamp_seconds` times.
+//! Labels are bounded: target names, tag names, kinds, outcomes, guards;
+//! never prefixes or error texts. The README's metric table is checked
+//! against this registry by a test.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub runs: IntCounterVec,
+    pub run_duration: Histogram,
+    pub last_run: Gauge,
+    pub last_success: Gauge,
+    pub feed_change_number: IntGauge,
+    pub feed_age: Gauge,
+    pub feed_bytes: IntGauge,
+    pub feed_download_duration: Gauge,
+    pub tag_prefixes: IntGaugeVec,
+    pub tag_change_number: IntGaugeVec,
+    pub target_rules: IntGaugeVec,
+    pub target_budget: IntGaugeVec,
+    pub target_last_apply: GaugeVec,
+    pub target_applies: IntCounterVec,
+    pub target_added: IntCounterVec,
+    pub target_removed: IntCounterVec,
+    pub guard_refusals: IntCounterVec,
+    pub target_overadmitted: GaugeVec,
+    pub target_drift: IntCounterVec,
+    pub arm_requests: IntCounterVec,
+    pub arm_throttled: IntCounter,
+    pub arm_retries: IntCounter,
+    pub build_info: IntGaugeVec,
+}
+
+// Metric construction only fails on an invalid name or label set, which
+// are constants here and covered by the tests: a panic would be a bug.
+fn must<T>(r: prometheus::Result<T>) -> T {
+    r.unwrap_or_else(|e| unreachable!("invalid metric definition: {e}"))
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let m = must(IntCounterVec::new(Opts::new(name, help), labels));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let m = must(IntGaugeVec::new(Opts::new(name, help), labels));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    let m = must(GaugeVec::new(Opts::new(name, help), labels));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    let m = must(Gauge::new(name, help));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let m = must(IntGauge::new(name, help));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let m = must(IntCounter::new(name, help));
+    must(r.register(Box::new(m.clone())));
+    m
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let r = Registry::new();
+        let run_duration = must(Histogram::with_opts(
+            HistogramOpts::new(
+                "tagsync_run_duration_seconds",
+                "Duration of a whole run (feed and targets).",
+            )
+            .buckets(vec![
+                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+            ]),
+        ));
+        must(r.register(Box::new(run_duration.clone())));
+        let m = Self {
+            runs: counter_vec(
+                &r,
+                "tagsync_runs_total",
+                "Runs by outcome (changed, unchanged, failed).",
+                &["outcome"],
+            ),
+            run_duration,
+            last_run: gauge(
+                &r,
+                "tagsync_last_run_timestamp_seconds",
+                "When the last run finished.",
+            ),
+            last_success: gauge(
+                &r,
+                "tagsync_last_success_timestamp_seconds",
+                "When the last run that recorded the feed and had no failed target finished.",
+            ),
+            feed_change_number: int_gauge(
+                &r,
+                "tagsync_feed_change_number",
+                "Top-level changeNumber of the feed last recorded.",
+            ),
+            feed_age: gauge(
+                &r,
+                "tagsync_feed_age_seconds",
+                "Now minus when the current feed changeNumber was first recorded.",
+            ),
+            feed_bytes: int_gauge(
+                &r,
+                "tagsync_feed_download_bytes",
+                "Size of the feed last read.",
+            ),
+            feed_download_duration: gauge(
+                &r,
+                "tagsync_feed_download_duration_seconds",
+                "Time to find, fetch and read the feed in the last run.",
+            ),
+            tag_prefixes: int_gauge_vec(
+                &r,
+                "tagsync_tag_prefixes",
+                "Prefixes of a recorded tag by family.",
+                &["tag", "family"],
+            ),
+            tag_change_number: int_gauge_vec(
+                &r,
+                "tagsync_tag_change_number",
+                "changeNumber of a recorded tag.",
+                &["tag"],
+            ),
+            target_rules: int_gauge_vec(
+                &r,
+                "tagsync_target_rules",
+                "IP rules on a target by ownership (owned, foreign), after the last run.",
+                &["target", "ownership"],
+            ),
+            target_budget: int_gauge_vec(
+                &r,
+                "tagsync_target_rule_budget",
+                "Rules a target can hold.",
+                &["target"],
+            ),
+            target_last_apply: gauge_vec(
+                &r,
+                "tagsync_target_last_apply_timestamp_seconds",
+                "When a target was last processed, by outcome.",
+                &["target", "outcome"],
+            ),
+            target_applies: counter_vec(
+                &r,
+                "tagsync_target_applies_total",
+                "Target runs by outcome (applied, unchanged, planned, refused, failed).",
+                &["target", "outcome"],
+            ),
+            target_added: counter_vec(
+                &r,
+                "tagsync_target_rules_added_total",
+                "Rules added to a target.",
+                &["target"],
+            ),
+            target_removed: counter_vec(
+                &r,
+                "tagsync_target_rules_removed_total",
+                "Rules removed from a target.",
+                &["target"],
+            ),
+            guard_refusals: counter_vec(
+                &r,
+                "tagsync_guard_refusals_total",
+                "Targets refused by a guard.",
+                &["target", "guard"],
+            ),
+            target_overadmitted: gauge_vec(
+                &r,
+                "tagsync_target_overadmitted_addresses",
+                "Addresses outside the tags admitted by a summarized rule set.",
+                &["target"],
+            ),
+            target_drift: counter_vec(
+                &r,
+                "tagsync_target_drift_total",
+                "Writes after which the rules read back differed from the plan.",
+                &["target"],
+            ),
+            arm_requests: counter_vec(
+                &r,
+                "tagsync_arm_requests_total",
+                "Resource Manager requests by kind (read, write, poll, token), status class and outcome.",
+                &["kind", "status_class", "outcome"],
+            ),
+            arm_throttled: counter(
+                &r,
+                "tagsync_arm_throttled_total",
+                "Resource Manager answers 429 Too Many Requests.",
+            ),
+            arm_retries: counter(
+                &r,
+                "tagsync_arm_retries_total",
+                "Resource Manager requests retried.",
+            ),
+            build_info: int_gauge_vec(
+                &r,
+                "tagsync_build_info",
+                "Always 1; the version as a label.",
+                &["version"],
+            ),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        m
+    }
+
+    /// The registry in the Prometheus text format (0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for I/O reasons; an invalid family
+        // would have been refused at registration.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// Every metric name with its help text (for the README check).
+    pub fn catalogue(&self) -> Vec<(String, String)> {
+        self.registry
+            .gather()
+            .iter()
+            .map(|f| (f.name().to_owned(), f.help().to_owned()))
+            .collect()
+    }
+}
+
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The process's metrics.
+pub fn metrics() -> &'static Metrics {
+    static M: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &M
+}
+
+pub fn now_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or_default()
+}
+
+/// The status class label of an HTTP status (`2xx`...), or `none`.
+pub fn status_class(status: Option<u16>) -> &'static str {
+    match status {
+        Some(200..=299) => "2xx",
+        Some(300..=399) => "3xx",
+        Some(400..=499) => "4xx",
+        Some(500..=599) => "5xx",
+        _ => "none",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_prefixed_and_renders() {
+        let m = metrics();
+        m.runs.with_label_values(&["changed"]).inc();
+        for (name, help) in m.catalogue() {
+            assert!(name.starts_with("tagsync_"), "{name}");
+            assert!(!help.is_empty(), "{name}");
+        }
+        let text = m.render();
+        assert!(
+            text.contains("tagsync_runs_total{outcome=\"changed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tagsync_build_info{version="));
+    }
+}
