@@ -70,6 +70,8 @@ pub enum Command {
     /// Inspect and manage targets.
     #[command(subcommand)]
     Targets(TargetsCommand),
+    /// Run on a cron schedule and serve /metrics, /healthz and /readyz.
+    Daemon(DaemonArgs),
     /// Inspect a feed without recording anything.
     #[command(subcommand)]
     Feed(FeedCommand),
@@ -126,6 +128,36 @@ pub struct PlanArgs {
     /// Read the feed from this file instead of the configured source.
     #[arg(long, value_name = "FILE")]
     pub feed_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// A 5-field cron expression, exactly as in a Kubernetes CronJob.
+    #[arg(long, env = "TAGSYNC_SCHEDULE", default_value = "0 6 * * 1")]
+    pub schedule: String,
+    /// IANA time zone of the schedule.
+    #[arg(long, env = "TAGSYNC_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+    /// Address of the metrics and health endpoints.
+    #[arg(long, env = "TAGSYNC_LISTEN", default_value = "0.0.0.0:9464")]
+    pub listen: std::net::SocketAddr,
+    /// Run once at start, then on the schedule.
+    #[arg(long, env = "TAGSYNC_RUN_AT_START")]
+    pub run_at_start: bool,
+    /// Each run starts a random time up to this after its slot.
+    #[arg(long, env = "TAGSYNC_JITTER", default_value = "10m")]
+    pub jitter: humantime::Duration,
+    /// First wait before retrying a failed run; doubles on each retry, and
+    /// never reaches past the next slot.
+    #[arg(long, default_value = "5m")]
+    pub retry_backoff: humantime::Duration,
+    /// Retries of a failed run before waiting for the next slot.
+    #[arg(long, default_value_t = 3)]
+    pub retries: u32,
+    /// /readyz fails when the last run is older than this many schedule
+    /// intervals.
+    #[arg(long, default_value_t = 2)]
+    pub ready_factor: u32,
 }
 
 #[derive(Debug, Args)]

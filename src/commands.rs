@@ -95,6 +95,7 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
         Command::Sync(args) => sync(&cli, args).await,
         Command::Plan(args) => plan_cmd(&cli, args).await,
         Command::Apply(args) => apply_cmd(&cli, args).await,
+        Command::Daemon(args) => daemon_cmd(&cli, args).await,
         Command::Targets(TargetsCommand::Check(args)) => targets_check(&cli, args).await,
         Command::Targets(TargetsCommand::Adopt(args)) => targets_adopt(&cli, args).await,
         Command::Targets(TargetsCommand::Release(args)) => targets_release(&cli, args).await,
@@ -171,6 +172,24 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     let report = result?;
     emit(cli.output, &report, render::sync_human)?;
     Ok(targets_exit(&report.targets))
+}
+
+async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |_| {})?;
+    let schedule =
+        crate::daemon::Schedule::parse(&args.schedule, &args.time_zone).map_err(Error::Usage)?;
+    // Fail at start, not at the first slot, when the database is unusable.
+    History::open(&settings.db_path, true).await?.close().await;
+    let opts = crate::daemon::DaemonOptions {
+        schedule,
+        listen: args.listen,
+        run_at_start: args.run_at_start,
+        jitter: args.jitter.into(),
+        retry_backoff: args.retry_backoff.into(),
+        retries: args.retries,
+        ready_factor: args.ready_factor,
+    };
+    crate::daemon::run(settings, opts).await
 }
 
 async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {

@@ -26,6 +26,7 @@ pub mod azure;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod feed;
 pub mod fit;

@@ -16,6 +16,7 @@ use prometheus::{
 
 pub struct Metrics {
     pub registry: Registry,
+    catalogue: Vec<(&'static str, &'static str)>,
     pub runs: IntCounterVec,
     pub run_duration: Histogram,
     pub last_run: Gauge,
@@ -47,182 +48,172 @@ fn must<T>(r: prometheus::Result<T>) -> T {
     r.unwrap_or_else(|e| unreachable!("invalid metric definition: {e}"))
 }
 
-fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let m = must(IntCounterVec::new(Opts::new(name, help), labels));
-    must(r.register(Box::new(m.clone())));
-    m
+/// Registers metrics and remembers every name and help text, including
+/// label vectors that have no sample yet (which `gather` leaves out).
+struct Builder {
+    registry: Registry,
+    catalogue: Vec<(&'static str, &'static str)>,
 }
 
-fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let m = must(IntGaugeVec::new(Opts::new(name, help), labels));
-    must(r.register(Box::new(m.clone())));
-    m
-}
+impl Builder {
+    fn add<C: prometheus::core::Collector + Clone + 'static>(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        c: C,
+    ) -> C {
+        must(self.registry.register(Box::new(c.clone())));
+        self.catalogue.push((name, help));
+        c
+    }
 
-fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let m = must(GaugeVec::new(Opts::new(name, help), labels));
-    must(r.register(Box::new(m.clone())));
-    m
-}
+    fn counter_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> IntCounterVec {
+        self.add(
+            name,
+            help,
+            must(IntCounterVec::new(Opts::new(name, help), labels)),
+        )
+    }
 
-fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
-    let m = must(Gauge::new(name, help));
-    must(r.register(Box::new(m.clone())));
-    m
-}
+    fn int_gauge_vec(
+        &mut self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> IntGaugeVec {
+        self.add(
+            name,
+            help,
+            must(IntGaugeVec::new(Opts::new(name, help), labels)),
+        )
+    }
 
-fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let m = must(IntGauge::new(name, help));
-    must(r.register(Box::new(m.clone())));
-    m
-}
+    fn gauge_vec(&mut self, name: &'static str, help: &'static str, labels: &[&str]) -> GaugeVec {
+        self.add(
+            name,
+            help,
+            must(GaugeVec::new(Opts::new(name, help), labels)),
+        )
+    }
 
-fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let m = must(IntCounter::new(name, help));
-    must(r.register(Box::new(m.clone())));
-    m
+    fn gauge(&mut self, name: &'static str, help: &'static str) -> Gauge {
+        self.add(name, help, must(Gauge::new(name, help)))
+    }
+
+    fn int_gauge(&mut self, name: &'static str, help: &'static str) -> IntGauge {
+        self.add(name, help, must(IntGauge::new(name, help)))
+    }
+
+    fn counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
+        self.add(name, help, must(IntCounter::new(name, help)))
+    }
 }
 
 impl Metrics {
     fn new() -> Self {
-        let r = Registry::new();
-        let run_duration = must(Histogram::with_opts(
-            HistogramOpts::new(
-                "tagsync_run_duration_seconds",
-                "Duration of a whole run (feed and targets).",
-            )
-            .buckets(vec![
-                0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
-            ]),
-        ));
-        must(r.register(Box::new(run_duration.clone())));
+        let mut r = Builder {
+            registry: Registry::new(),
+            catalogue: Vec::new(),
+        };
+        const DURATION: &str = "Duration of a whole run (feed and targets).";
+        let run_duration = r.add(
+            "tagsync_run_duration_seconds",
+            DURATION,
+            must(Histogram::with_opts(
+                HistogramOpts::new("tagsync_run_duration_seconds", DURATION).buckets(vec![
+                    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+                ]),
+            )),
+        );
         let m = Self {
-            runs: counter_vec(
-                &r,
-                "tagsync_runs_total",
+            runs: r.counter_vec("tagsync_runs_total",
                 "Runs by outcome (changed, unchanged, failed).",
                 &["outcome"],
             ),
             run_duration,
-            last_run: gauge(
-                &r,
-                "tagsync_last_run_timestamp_seconds",
+            last_run: r.gauge("tagsync_last_run_timestamp_seconds",
                 "When the last run finished.",
             ),
-            last_success: gauge(
-                &r,
-                "tagsync_last_success_timestamp_seconds",
+            last_success: r.gauge("tagsync_last_success_timestamp_seconds",
                 "When the last run that recorded the feed and had no failed target finished.",
             ),
-            feed_change_number: int_gauge(
-                &r,
-                "tagsync_feed_change_number",
+            feed_change_number: r.int_gauge("tagsync_feed_change_number",
                 "Top-level changeNumber of the feed last recorded.",
             ),
-            feed_age: gauge(
-                &r,
-                "tagsync_feed_age_seconds",
+            feed_age: r.gauge("tagsync_feed_age_seconds",
                 "Now minus when the current feed changeNumber was first recorded.",
             ),
-            feed_bytes: int_gauge(
-                &r,
-                "tagsync_feed_download_bytes",
+            feed_bytes: r.int_gauge("tagsync_feed_download_bytes",
                 "Size of the feed last read.",
             ),
-            feed_download_duration: gauge(
-                &r,
-                "tagsync_feed_download_duration_seconds",
+            feed_download_duration: r.gauge("tagsync_feed_download_duration_seconds",
                 "Time to find, fetch and read the feed in the last run.",
             ),
-            tag_prefixes: int_gauge_vec(
-                &r,
-                "tagsync_tag_prefixes",
+            tag_prefixes: r.int_gauge_vec("tagsync_tag_prefixes",
                 "Prefixes of a recorded tag by family.",
                 &["tag", "family"],
             ),
-            tag_change_number: int_gauge_vec(
-                &r,
-                "tagsync_tag_change_number",
+            tag_change_number: r.int_gauge_vec("tagsync_tag_change_number",
                 "changeNumber of a recorded tag.",
                 &["tag"],
             ),
-            target_rules: int_gauge_vec(
-                &r,
-                "tagsync_target_rules",
+            target_rules: r.int_gauge_vec("tagsync_target_rules",
                 "IP rules on a target by ownership (owned, foreign), after the last run.",
                 &["target", "ownership"],
             ),
-            target_budget: int_gauge_vec(
-                &r,
-                "tagsync_target_rule_budget",
+            target_budget: r.int_gauge_vec("tagsync_target_rule_budget",
                 "Rules a target can hold.",
                 &["target"],
             ),
-            target_last_apply: gauge_vec(
-                &r,
-                "tagsync_target_last_apply_timestamp_seconds",
+            target_last_apply: r.gauge_vec("tagsync_target_last_apply_timestamp_seconds",
                 "When a target was last processed, by outcome.",
                 &["target", "outcome"],
             ),
-            target_applies: counter_vec(
-                &r,
-                "tagsync_target_applies_total",
+            target_applies: r.counter_vec("tagsync_target_applies_total",
                 "Target runs by outcome (applied, unchanged, planned, refused, failed).",
                 &["target", "outcome"],
             ),
-            target_added: counter_vec(
-                &r,
-                "tagsync_target_rules_added_total",
+            target_added: r.counter_vec("tagsync_target_rules_added_total",
                 "Rules added to a target.",
                 &["target"],
             ),
-            target_removed: counter_vec(
-                &r,
-                "tagsync_target_rules_removed_total",
+            target_removed: r.counter_vec("tagsync_target_rules_removed_total",
                 "Rules removed from a target.",
                 &["target"],
             ),
-            guard_refusals: counter_vec(
-                &r,
-                "tagsync_guard_refusals_total",
+            guard_refusals: r.counter_vec("tagsync_guard_refusals_total",
                 "Targets refused by a guard.",
                 &["target", "guard"],
             ),
-            target_overadmitted: gauge_vec(
-                &r,
-                "tagsync_target_overadmitted_addresses",
+            target_overadmitted: r.gauge_vec("tagsync_target_overadmitted_addresses",
                 "Addresses outside the tags admitted by a summarized rule set.",
                 &["target"],
             ),
-            target_drift: counter_vec(
-                &r,
-                "tagsync_target_drift_total",
+            target_drift: r.counter_vec("tagsync_target_drift_total",
                 "Writes after which the rules read back differed from the plan.",
                 &["target"],
             ),
-            arm_requests: counter_vec(
-                &r,
-                "tagsync_arm_requests_total",
-                "Resource Manager requests by kind (read, write, poll, token), status class and outcome.",
+            arm_requests: r.counter_vec("tagsync_arm_requests_total",
+                "Resource Manager requests by kind (read, write, token), status class and outcome (ok, retry, error).",
                 &["kind", "status_class", "outcome"],
             ),
-            arm_throttled: counter(
-                &r,
-                "tagsync_arm_throttled_total",
+            arm_throttled: r.counter("tagsync_arm_throttled_total",
                 "Resource Manager answers 429 Too Many Requests.",
             ),
-            arm_retries: counter(
-                &r,
-                "tagsync_arm_retries_total",
+            arm_retries: r.counter("tagsync_arm_retries_total",
                 "Resource Manager requests retried.",
             ),
-            build_info: int_gauge_vec(
-                &r,
-                "tagsync_build_info",
+            build_info: r.int_gauge_vec("tagsync_build_info",
                 "Always 1; the version as a label.",
                 &["version"],
             ),
-            registry: r,
+            registry: r.registry.clone(),
+            catalogue: r.catalogue.clone(),
         };
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -240,12 +231,8 @@ impl Metrics {
     }
 
     /// Every metric name with its help text (for the README check).
-    pub fn catalogue(&self) -> Vec<(String, String)> {
-        self.registry
-            .gather()
-            .iter()
-            .map(|f| (f.name().to_owned(), f.help().to_owned()))
-            .collect()
+    pub fn catalogue(&self) -> &[(&'static str, &'static str)] {
+        &self.catalogue
     }
 }
 

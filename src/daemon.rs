@@ -1,0 +1,410 @@
+//! The daemon: run once on a cron schedule, serve `/metrics`, `/healthz`
+//! and `/readyz`.
+//!
+//! The schedule is a 5-field cron expression in exactly the syntax of a
+//! Kubernetes CronJob `schedule` (parsed by croner with seconds and years
+//! disallowed), in an IANA time zone. Each run starts at its slot plus a
+//! random jitter, so a fleet does not hit Microsoft at the same second. Runs
+//! missed while the daemon was down are not replayed, runs never overlap,
+//! and a failed run is retried with backoff until the next slot. SIGTERM or
+//! SIGINT lets the current run finish its target writes, then exits.
+//! Every tick calls the same [`crate::run::run_once`] as `tagsync sync`.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Settings;
+use crate::error::{Error, exit};
+use crate::metrics::{CONTENT_TYPE, metrics};
+use crate::run::{RunOptions, run_once, targets_exit};
+
+/// A parsed schedule in its time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    cron: Cron,
+    tz: Tz,
+    text: String,
+}
+
+impl Schedule {
+    /// Parses a Kubernetes CronJob schedule (5 fields, or a `@daily` style
+    /// nickname) and an IANA time zone name.
+    pub fn parse(expr: &str, time_zone: &str) -> Result<Self, String> {
+        let fields = expr.split_whitespace().count();
+        if !expr.trim_start().starts_with('@') && fields != 5 {
+            return Err(format!(
+                "schedule `{expr}` has {fields} fields; write the 5 fields of a Kubernetes CronJob (minute hour day-of-month month day-of-week), e.g. \"0 6 * * 1\""
+            ));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            .build()
+            .parse(expr)
+            .map_err(|e| format!("schedule `{expr}` is not a valid cron expression: {e}"))?;
+        let tz = Tz::from_str(time_zone)
+            .map_err(|_| format!("time zone `{time_zone}` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"))?;
+        Ok(Self {
+            cron,
+            tz,
+            text: expr.to_owned(),
+        })
+    }
+
+    /// The first slot strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .ok()
+            .map(|d| d.with_timezone(&Utc))
+    }
+
+    /// The gap between the next two slots: how often the job runs.
+    pub fn interval(&self, now: DateTime<Utc>) -> Duration {
+        self.next_after(now)
+            .and_then(|a| {
+                self.next_after(a)
+                    .map(|b| (b - a).to_std().unwrap_or_default())
+            })
+            .unwrap_or(Duration::from_secs(7 * 86400))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub schedule: Schedule,
+    pub listen: SocketAddr,
+    pub run_at_start: bool,
+    /// Each run starts up to this long after its slot.
+    pub jitter: Duration,
+    /// First wait before retrying a failed run (doubles each time).
+    pub retry_backoff: Duration,
+    pub retries: u32,
+    /// `/readyz` fails when the last run is older than this many intervals.
+    pub ready_factor: u32,
+}
+
+/// What `/readyz` looks at.
+struct Health {
+    started: i64,
+    last_run: AtomicI64,
+    database_ok: AtomicBool,
+    stale_after: i64,
+}
+
+impl Health {
+    fn ready(&self) -> Result<(), String> {
+        if !self.database_ok.load(Ordering::SeqCst) {
+            return Err("the history database could not be opened by the last run".into());
+        }
+        let last = self.last_run.load(Ordering::SeqCst).max(self.started);
+        let age = Utc::now().timestamp() - last;
+        if age > self.stale_after {
+            return Err(format!(
+                "the last run was {age}s ago, more than {}s",
+                self.stale_after
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs until SIGTERM or SIGINT. Returns the exit code.
+pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", opts.listen)))?;
+    let interval = opts.schedule.interval(Utc::now());
+    let health = Arc::new(Health {
+        started: Utc::now().timestamp(),
+        last_run: AtomicI64::new(0),
+        database_ok: AtomicBool::new(true),
+        stale_after: (interval + opts.jitter).as_secs() as i64
+            * i64::from(opts.ready_factor.max(1)),
+    });
+    let (stop_tx, mut stop) = watch::channel(false);
+    tokio::spawn(serve(listener, health.clone(), stop_tx.subscribe()));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping: the current run, if any, finishes first");
+        let _ = stop_tx.send(true);
+    });
+    tracing::info!(
+        schedule = %opts.schedule.text,
+        listen = %opts.listen,
+        every = %humantime::format_duration(interval),
+        "daemon started"
+    );
+    let mut first = true;
+    loop {
+        if !(first && opts.run_at_start) {
+            let Some(slot) = opts.schedule.next_after(Utc::now()) else {
+                return Err(Error::Usage(format!(
+                    "schedule `{}` has no future run",
+                    opts.schedule.text
+                )));
+            };
+            let jitter = jitter(opts.jitter);
+            let wait = (slot - Utc::now()).to_std().unwrap_or_default() + jitter;
+            tracing::info!(next = %slot, jitter_s = jitter.as_secs(), "waiting for the next run");
+            if sleep_or_stop(wait, &mut stop).await {
+                break;
+            }
+        }
+        first = false;
+        tick(&settings, &opts, &health, &mut stop).await;
+        if *stop.borrow() {
+            break;
+        }
+    }
+    tracing::info!("daemon stopped");
+    Ok(exit::OK)
+}
+
+/// One scheduled run, retried with backoff while it fails and the next
+/// slot is not reached.
+async fn tick(
+    settings: &Settings,
+    opts: &DaemonOptions,
+    health: &Health,
+    stop: &mut watch::Receiver<bool>,
+) {
+    let next_slot = opts.schedule.next_after(Utc::now());
+    for attempt in 0..=opts.retries {
+        let result = run_once(settings, &RunOptions::default()).await;
+        health
+            .last_run
+            .store(Utc::now().timestamp(), Ordering::SeqCst);
+        health
+            .database_ok
+            .store(!matches!(result, Err(Error::History(_))), Ordering::SeqCst);
+        let failure = match &result {
+            Ok(report) if targets_exit(&report.targets) == exit::OK => None,
+            Ok(report) => Some(format!(
+                "{} of {} targets did not succeed",
+                report
+                    .targets
+                    .iter()
+                    .filter(|t| t.outcome == "failed" || t.outcome == "refused")
+                    .count(),
+                report.targets.len()
+            )),
+            Err(e) => Some(e.to_string()),
+        };
+        let Some(failure) = failure else {
+            tracing::info!("run succeeded");
+            return;
+        };
+        if attempt == opts.retries || *stop.borrow() {
+            tracing::error!(
+                attempts = attempt + 1,
+                "run failed, waiting for the next slot: {failure}"
+            );
+            return;
+        }
+        let wait = opts.retry_backoff.saturating_mul(1 << attempt.min(10));
+        if next_slot
+            .is_some_and(|n| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default() >= n)
+        {
+            tracing::error!("run failed; the next slot comes before a retry would: {failure}");
+            return;
+        }
+        tracing::warn!(
+            attempt = attempt + 1,
+            retry_in_s = wait.as_secs(),
+            "run failed, retrying: {failure}"
+        );
+        if sleep_or_stop(wait, stop).await {
+            return;
+        }
+    }
+}
+
+/// Sleeps; true when asked to stop meanwhile.
+async fn sleep_or_stop(wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    if *stop.borrow() {
+        return true;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = stop.changed() => true,
+    }
+}
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(crate::http::random_u64() % (max.as_millis() as u64 + 1))
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A minimal HTTP/1.1 server: GET only, one response per connection.
+async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((mut conn, _)) = accepted else {
+            continue;
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 8192];
+            let mut n = 0;
+            while n < buf.len() {
+                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+                    Ok(Ok(k)) => {
+                        n += k;
+                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                            break;
+                        }
+                    }
+                }
+            }
+            let request = String::from_utf8_lossy(&buf[..n]);
+            let mut parts = request.split_whitespace();
+            let (method, path) = (
+                parts.next().unwrap_or_default(),
+                parts.next().unwrap_or_default(),
+            );
+            let path = path.split('?').next().unwrap_or_default();
+            let (status, content_type, body) = match (method, path) {
+                ("GET", "/metrics") => ("200 OK", CONTENT_TYPE, metrics().render()),
+                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
+                ("GET", "/readyz") => match health.ready() {
+                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    Err(why) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("not ready: {why}\n"),
+                    ),
+                },
+                ("GET", _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "not found: try /metrics, /healthz, /readyz\n".to_owned(),
+                ),
+                _ => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "GET only\n".to_owned(),
+                ),
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = conn.write_all(head.as_bytes()).await;
+            let _ = conn.write_all(body.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn kubernetes_schedules_parse_and_weekdays_count_from_sunday_zero() {
+        let s = Schedule::parse("0 6 * * 1", "UTC").expect("valid");
+        // 2026-11-22 is a Sunday: the next Monday 06:00.
+        assert_eq!(
+            s.next_after(at("2026-11-22T13:00:00Z")),
+            Some(at("2026-11-23T06:00:00Z"))
+        );
+        assert_eq!(
+            s.interval(at("2026-11-22T13:00:00Z")),
+            Duration::from_secs(7 * 86400)
+        );
+        let sunday = Schedule::parse("30 2 * * 0", "UTC").expect("valid");
+        assert_eq!(
+            sunday.next_after(at("2026-11-22T13:00:00Z")),
+            Some(at("2026-11-29T02:30:00Z"))
+        );
+        assert!(Schedule::parse("@daily", "UTC").is_ok());
+    }
+
+    #[test]
+    fn time_zones_move_the_slot() {
+        let s = Schedule::parse("0 6 * * 1", "Europe/Berlin").expect("valid");
+        // 06:00 in Berlin in November (CET, UTC+1) is 05:00 UTC.
+        assert_eq!(
+            s.next_after(at("2026-11-22T13:00:00Z")),
+            Some(at("2026-11-23T05:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn seconds_years_and_bad_names_are_refused() {
+        assert!(
+            Schedule::parse("0 0 6 * * 1", "UTC")
+                .unwrap_err()
+                .contains("6 fields")
+        );
+        assert!(
+            Schedule::parse("0 6 * *", "UTC")
+                .unwrap_err()
+                .contains("4 fields")
+        );
+        assert!(
+            Schedule::parse("61 6 * * 1", "UTC")
+                .unwrap_err()
+                .contains("not a valid cron")
+        );
+        assert!(
+            Schedule::parse("0 6 * * 1", "Mars/Olympus")
+                .unwrap_err()
+                .contains("IANA")
+        );
+    }
+
+    #[test]
+    fn jitter_stays_within_its_bound() {
+        for _ in 0..100 {
+            assert!(jitter(Duration::from_secs(600)) <= Duration::from_secs(600));
+        }
+        assert_eq!(jitter(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,219 @@
+//! Operations: the daemon (schedule, endpoints, retries, SIGTERM), the
+//! Pushgateway push, and the metric documentation.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::fake_http::{FakeServer, Response};
+use crate::util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// GET on 127.0.0.1; (status, body), or None while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Polls until `check` holds on the metrics text (10 s at most).
+fn wait_for_metrics(port: u16, check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some((200, body)) = get(port, "/metrics")
+            && check(&body)
+        {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "metrics never matched");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn stop(child: Child) -> Run {
+    let pid = child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    finish(child.wait_with_output().expect("daemon exits"))
+}
+
+fn daemon(dir: &TestDir, port: u16, extra: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = dir.command();
+    cmd.args([
+        "daemon",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--schedule",
+        "0 6 1 1 *",
+        "--jitter",
+        "0s",
+    ])
+    .args(extra)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("spawn daemon")
+}
+
+#[test]
+fn the_daemon_runs_at_start_serves_its_endpoints_and_stops_on_sigterm() {
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    let port = free_port();
+    let child = daemon(
+        &dir,
+        port,
+        &["--run-at-start"],
+        &[
+            ("TAGSYNC_FEED_SOURCE", "file"),
+            ("TAGSYNC_FEED_FILE", feed.to_str().expect("utf-8")),
+        ],
+    );
+    let body = wait_for_metrics(port, |m| {
+        m.contains("tagsync_runs_total{outcome=\"changed\"} 1")
+    });
+    assert!(body.contains("tagsync_feed_change_number 128"), "{body}");
+    assert!(
+        body.contains("tagsync_tag_prefixes{family=\"ipv4\",tag=\"AzureDigitalTwins\"} 216"),
+        "{body}"
+    );
+    assert!(
+        body.contains("# TYPE tagsync_run_duration_seconds histogram"),
+        "{body}"
+    );
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(get(port, "/nope").map(|r| r.0), Some(404));
+    let run = stop(child);
+    run.assert_code(0);
+    assert!(run.stderr.contains("daemon stopped"), "{}", run.stderr);
+    let state = db_state(&dir.db());
+    assert_eq!(
+        state.runs.len(),
+        1,
+        "exactly one run: the next slot is months away"
+    );
+}
+
+#[test]
+fn a_failed_run_is_retried_with_backoff_and_the_daemon_lives_on() {
+    let dir = TestDir::new();
+    let port = free_port();
+    let child = daemon(
+        &dir,
+        port,
+        &[
+            "--run-at-start",
+            "--retry-backoff",
+            "200ms",
+            "--retries",
+            "2",
+        ],
+        &[
+            ("TAGSYNC_FEED_SOURCE", "file"),
+            ("TAGSYNC_FEED_FILE", "missing.json"),
+        ],
+    );
+    wait_for_metrics(port, |m| {
+        m.contains("tagsync_runs_total{outcome=\"failed\"} 3")
+    });
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+    let run = stop(child);
+    run.assert_code(0);
+    assert!(run.stderr.contains("retrying"), "{}", run.stderr);
+    let state = db_state(&dir.db());
+    assert_eq!(state.runs.iter().filter(|r| r.1 == "failed").count(), 3);
+}
+
+#[test]
+fn bad_schedules_and_time_zones_are_usage_errors() {
+    let dir = TestDir::new();
+    let run = dir.run(&["daemon", "--schedule", "0 0 6 * * 1"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("6 fields"), "{}", run.stderr);
+    let run = dir.run(&["daemon", "--time-zone", "Mars/Olympus"]);
+    run.assert_code(2);
+    assert!(run.stderr.contains("IANA"), "{}", run.stderr);
+}
+
+#[test]
+fn sync_pushes_its_metrics_to_a_pushgateway_on_success_and_failure() {
+    let gateway = FakeServer::start(|_| Response::new(200, ""));
+    let dir = TestDir::new();
+    let feed = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    let url = gateway.base();
+    dir.run(&[
+        "sync",
+        "--feed-file",
+        feed.to_str().expect("utf-8"),
+        "--pushgateway",
+        &url,
+    ])
+    .assert_code(0);
+    dir.run(&[
+        "sync",
+        "--feed-file",
+        "missing.json",
+        "--pushgateway",
+        &url,
+        "--push-job",
+        "adt",
+    ])
+    .assert_code(3);
+    let pushes = gateway.requests();
+    assert_eq!(pushes.len(), 2);
+    assert_eq!(pushes[0].method, "PUT");
+    assert_eq!(pushes[0].path, "/metrics/job/tagsync");
+    let first = String::from_utf8_lossy(&pushes[0].body);
+    assert!(
+        first.contains("tagsync_runs_total{outcome=\"changed\"} 1"),
+        "{first}"
+    );
+    assert!(first.contains("tagsync_feed_change_number 128"), "{first}");
+    assert_eq!(pushes[1].path, "/metrics/job/adt");
+    let second = String::from_utf8_lossy(&pushes[1].body);
+    assert!(
+        second.contains("tagsync_runs_total{outcome=\"failed\"} 1"),
+        "{second}"
+    );
+    assert!(
+        pushes[0]
+            .header("content-type")
+            .expect("type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+}
+
+#[test]
+fn readme_documents_every_metric() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let catalogue = tagsync::metrics::metrics().catalogue();
+    assert!(catalogue.len() >= 20);
+    for (name, _) in catalogue {
+        assert!(
+            readme.contains(&format!("`{name}`")),
+            "README lacks metric {name}"
+        );
+    }
+}
