@@ -1,0 +1,185 @@
+{{- define "tagsync.name" -}}
+{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tagsync.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tagsync.labels" -}}
+app.kubernetes.io/name: {{ include "tagsync.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "tagsync.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tagsync.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tagsync.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tagsync.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tagsync.claimName" -}}
+{{- default (printf "%s-history" (include "tagsync.fullname" .)) .Values.persistence.existingClaim -}}
+{{- end -}}
+
+{{/* The TOML configuration: values.config and targets, plus what the chart decides (paths, auth). */}}
+{{- define "tagsync.config" -}}
+{{- $cfg := deepCopy .Values.config -}}
+{{- $db := default dict $cfg.database -}}
+{{- $_ := set $db "path" "/var/lib/tagsync/tagsync.db" -}}
+{{- $_ := set $cfg "database" $db -}}
+{{- $azure := default dict $cfg.azure -}}
+{{- $_ := set $azure "auth" .Values.identity.type -}}
+{{- if and .Values.identity.clientId (eq .Values.identity.type "managed-identity") -}}
+{{- $_ := set $azure "client_id" .Values.identity.clientId -}}
+{{- end -}}
+{{- if eq .Values.identity.type "client-secret" -}}
+{{- $_ := set $azure "client_secret_file" "/var/run/secrets/tagsync/client-secret" -}}
+{{- end -}}
+{{- $_ := set $cfg "azure" $azure -}}
+{{- if .Values.targets -}}
+{{- $_ := set $cfg "targets" .Values.targets -}}
+{{- end -}}
+{{- toToml $cfg -}}
+{{- end -}}
+
+{{/* The pod spec shared by the CronJob and the Deployment. */}}
+{{- define "tagsync.podSpec" -}}
+serviceAccountName: {{ include "tagsync.serviceAccountName" . }}
+automountServiceAccountToken: {{ eq .Values.identity.type "workload-identity" }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: tagsync
+    image: "{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}"
+    imagePullPolicy: {{ .Values.image.pullPolicy }}
+    args:
+      {{- if eq .Values.mode "daemon" }}
+      - daemon
+      - --schedule
+      - {{ .Values.schedule | quote }}
+      - --time-zone
+      - {{ .Values.timeZone | quote }}
+      - --listen
+      - "0.0.0.0:{{ .Values.daemon.port }}"
+      - --jitter
+      - {{ .Values.daemon.jitter | quote }}
+      {{- if .Values.daemon.runAtStart }}
+      - --run-at-start
+      {{- end }}
+      {{- else }}
+      - sync
+      {{- if .Values.monitoring.pushgateway.url }}
+      - --pushgateway
+      - {{ .Values.monitoring.pushgateway.url | quote }}
+      - --push-job
+      - {{ .Values.monitoring.pushgateway.job | quote }}
+      {{- end }}
+      {{- end }}
+      - --config
+      - /etc/tagsync/tagsync.toml
+      - --log-format
+      - {{ .Values.logFormat | quote }}
+    env:
+      {{- if .Values.identity.tenantId }}
+      - name: AZURE_TENANT_ID
+        value: {{ .Values.identity.tenantId | quote }}
+      {{- end }}
+      {{- if and .Values.identity.clientId (ne .Values.identity.type "managed-identity") }}
+      - name: AZURE_CLIENT_ID
+        value: {{ .Values.identity.clientId | quote }}
+      {{- end }}
+    {{- if eq .Values.mode "daemon" }}
+    ports:
+      - name: metrics
+        containerPort: {{ .Values.daemon.port }}
+        protocol: TCP
+    livenessProbe:
+      httpGet:
+        path: /healthz
+        port: metrics
+      periodSeconds: 30
+    readinessProbe:
+      httpGet:
+        path: /readyz
+        port: metrics
+      periodSeconds: 30
+    {{- end }}
+    securityContext:
+      {{- toYaml .Values.securityContext | nindent 6 }}
+    resources:
+      {{- toYaml .Values.resources | nindent 6 }}
+    volumeMounts:
+      - name: config
+        mountPath: /etc/tagsync
+        readOnly: true
+      - name: history
+        mountPath: /var/lib/tagsync
+      - name: tmp
+        mountPath: /tmp
+      {{- if eq .Values.identity.type "client-secret" }}
+      - name: client-secret
+        mountPath: /var/run/secrets/tagsync
+        readOnly: true
+      {{- end }}
+volumes:
+  - name: config
+    configMap:
+      name: {{ include "tagsync.fullname" . }}
+  - name: history
+    {{- if .Values.persistence.enabled }}
+    persistentVolumeClaim:
+      claimName: {{ include "tagsync.claimName" . }}
+    {{- else }}
+    emptyDir: {}
+    {{- end }}
+  - name: tmp
+    emptyDir: {}
+  {{- if eq .Values.identity.type "client-secret" }}
+  - name: client-secret
+    secret:
+      secretName: {{ required "identity.existingSecret is required for client-secret" .Values.identity.existingSecret }}
+      items:
+        - key: {{ .Values.identity.secretKey }}
+          path: client-secret
+  {{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{- define "tagsync.podLabels" -}}
+{{ include "tagsync.selectorLabels" . }}
+{{- if eq .Values.identity.type "workload-identity" }}
+azure.workload.identity/use: "true"
+{{- end }}
+{{- with .Values.podLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

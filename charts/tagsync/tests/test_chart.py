@@ -1,0 +1,232 @@
+#!/usr/bin/env python3
+"""The chart's tests: render it with several value files and check the YAML,
+validate the core manifests with kubernetes-validate --strict, feed the
+rendered configuration to `tagsync config check`, and unit-test the alerts
+with promtool.
+
+Usage: HELM=path/to/helm TAGSYNC=path/to/tagsync python3 test_chart.py
+Prints one line per test and a closing "N passed, N failed" line.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import traceback
+
+import yaml
+
+CHART = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HELM = os.environ.get("HELM", "helm")
+TAGSYNC = os.environ.get("TAGSYNC", "tagsync")
+CORE_KINDS = {"ConfigMap", "CronJob", "Deployment", "Service", "ServiceAccount", "PersistentVolumeClaim"}
+MONITORING = ["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor",
+              "--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]
+
+
+def render(values=None, extra=()):
+    args = [HELM, "template", "t", CHART]
+    if values:
+        args += ["-f", os.path.join(CHART, "ci", values)]
+    args += list(extra)
+    out = subprocess.run(args, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise AssertionError(f"helm template failed: {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+def one(docs, kind, name=None):
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def pod_spec(docs):
+    for d in docs:
+        if d["kind"] == "CronJob":
+            return d["spec"]["jobTemplate"]["spec"]["template"]
+        if d["kind"] == "Deployment":
+            return d["spec"]["template"]
+    raise AssertionError("no workload rendered")
+
+
+def config_check(docs):
+    toml = one(docs, "ConfigMap", "t-tagsync")["data"]["tagsync.toml"]
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as f:
+        f.write(toml)
+    out = subprocess.run([TAGSYNC, "--config", f.name, "--output", "json", "config", "check"],
+                         capture_output=True, text=True)
+    os.unlink(f.name)
+    assert out.returncode == 0, f"tagsync rejects the rendered config: {out.stderr}\n{toml}"
+    return toml, json.loads(out.stdout)
+
+
+def check_hardened(template):
+    spec = template["spec"]
+    psc = spec["securityContext"]
+    assert psc["runAsNonRoot"] is True and psc["fsGroup"] == 65532
+    assert psc["seccompProfile"]["type"] == "RuntimeDefault"
+    c = spec["containers"][0]
+    sc = c["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert c["resources"]["requests"] and c["resources"]["limits"]
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    assert mounts["/tmp"] == "tmp" and mounts["/var/lib/tagsync"] == "history"
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in vols["tmp"]
+
+
+def validate(docs):
+    core = [d for d in docs if d["kind"] in CORE_KINDS]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump_all(core, f)
+    out = subprocess.run([sys.executable, "-m", "kubernetes_validate", "--strict", f.name], capture_output=True, text=True)
+    os.unlink(f.name)
+    text = out.stdout + out.stderr
+    assert out.returncode == 0, text
+    # kubernetes-validate exits 0 for kinds it has no schema for: a core
+    # kind must really have been validated.
+    assert "Couldn't find schema" not in text, text
+    for d in core:
+        marker = f"passed for resource {d['kind'].lower()}/{d['metadata']['name']}"
+        assert marker in text, f"{d['kind']} {d['metadata']['name']} was not validated:\n{text}"
+
+
+def test_lint_every_values_file():
+    for values in sorted(os.listdir(os.path.join(CHART, "ci"))):
+        out = subprocess.run([HELM, "lint", "--strict", CHART, "-f", os.path.join(CHART, "ci", values)],
+                             capture_output=True, text=True)
+        assert out.returncode == 0, f"{values}: {out.stdout}{out.stderr}"
+
+
+def test_cronjob_with_workload_identity_and_pushgateway():
+    docs = render("cronjob-values.yaml")
+    validate(docs)
+    cj = one(docs, "CronJob")
+    spec = cj["spec"]
+    assert spec["schedule"] == "0 6 * * 1" and spec["timeZone"] == "UTC"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    for key in ["startingDeadlineSeconds", "successfulJobsHistoryLimit", "failedJobsHistoryLimit"]:
+        assert isinstance(spec[key], int)
+    job = spec["jobTemplate"]["spec"]
+    assert job["backoffLimit"] == 2 and job["activeDeadlineSeconds"] == 1800 and job["ttlSecondsAfterFinished"] == 604800
+    template = pod_spec(docs)
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    check_hardened(template)
+    args = template["spec"]["containers"][0]["args"]
+    assert args[0] == "sync"
+    assert args[args.index("--pushgateway") + 1] == "http://pushgateway.monitoring:9091"
+    sa = one(docs, "ServiceAccount")
+    assert sa["metadata"]["annotations"]["azure.workload.identity/client-id"] == "00000000-0000-0000-0000-0000000000c1"
+    assert template["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    pvc = one(docs, "PersistentVolumeClaim")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    toml, checked = config_check(docs)
+    assert "[[targets]]" in toml and 'auth = "workload-identity"' in toml
+    assert checked["database"] == "/var/lib/tagsync/tagsync.db"
+    assert not [d for d in docs if d["kind"] in ("Deployment", "Service", "ServiceMonitor")]
+
+
+def test_daemon_with_managed_identity_and_monitoring():
+    docs = render("daemon-values.yaml", MONITORING)
+    validate(docs)
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    assert c["args"][:7] == ["daemon", "--schedule", "0 5 * * *", "--time-zone", "Europe/Berlin", "--listen", "0.0.0.0:9464"]
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    check_hardened(dep["spec"]["template"])
+    assert "azure.workload.identity/use" not in dep["spec"]["template"]["metadata"]["labels"]
+    svc = one(docs, "Service")
+    assert svc["spec"]["ports"][0]["port"] == 9464
+    sm = one(docs, "ServiceMonitor")
+    assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
+    rules = one(docs, "PrometheusRule")
+    names = [r["alert"] for g in rules["spec"]["groups"] for r in g["rules"]]
+    assert names == ["TagsyncNoRecentSuccess", "TagsyncTargetFailing", "TagsyncGuardRefused",
+                     "TagsyncCapacityHigh", "TagsyncFeedStale"]
+    toml, _ = config_check(docs)
+    assert 'auth = "managed-identity"' in toml and "client_id" in toml
+    # Without the Prometheus Operator's CRDs, no ServiceMonitor or rule.
+    plain = render("daemon-values.yaml")
+    assert not [d for d in plain if d["kind"] in ("ServiceMonitor", "PrometheusRule")]
+
+
+def test_client_secret_from_an_existing_secret_and_an_existing_claim():
+    docs = render("client-secret-values.yaml")
+    validate(docs)
+    assert not [d for d in docs if d["kind"] == "PersistentVolumeClaim"], "an existing claim is used as is"
+    spec = pod_spec(docs)["spec"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["history"]["persistentVolumeClaim"]["claimName"] == "tagsync-history"
+    assert vols["client-secret"]["secret"]["secretName"] == "tagsync-sp"
+    assert vols["client-secret"]["secret"]["items"] == [{"key": "password", "path": "client-secret"}]
+    env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert env["AZURE_CLIENT_ID"] == "00000000-0000-0000-0000-0000000000c3"
+    assert "AZURE_CLIENT_SECRET" not in env, "the secret is a mounted file, never an env value"
+    toml, _ = config_check(docs)
+    assert 'client_secret_file = "/var/run/secrets/tagsync/client-secret"' in toml
+    assert "client_secret =" not in toml
+
+
+def test_dashboard_configmap_for_the_grafana_sidecar():
+    docs = render("workload-identity-values.yaml")
+    validate(docs)
+    cm = one(docs, "ConfigMap", "t-tagsync-dashboard")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dash = json.loads(cm["data"]["tagsync.json"])
+    assert dash["uid"] == "tagsync"
+    assert dash["templating"]["list"][0]["name"] == "datasource"
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        assert all("tagsync_" in t["expr"] for t in panel["targets"])
+
+
+def test_bad_values_fail_at_install():
+    for args in (["--set", "mode=sometimes"], ["--set", "schedule=every monday"],
+                 ["--set", "config.azure.client_secret=hunter2"],
+                 ["--set", "identity.type=client-secret"]):
+        out = subprocess.run([HELM, "template", "t", CHART, "-f", os.path.join(CHART, "ci", "workload-identity-values.yaml")] + args,
+                             capture_output=True, text=True)
+        assert out.returncode != 0, f"{args} was accepted"
+    # Workload identity without a client id says what is missing.
+    out = subprocess.run([HELM, "template", "t", CHART], capture_output=True, text=True)
+    assert out.returncode != 0 and "identity.clientId" in out.stderr
+
+
+def test_alert_rules_with_promtool():
+    docs = render("workload-identity-values.yaml", MONITORING)
+    rules = one(docs, "PrometheusRule")["spec"]
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "rules.yaml"), "w") as f:
+            yaml.safe_dump(rules, f)
+        with open(os.path.join(CHART, "tests", "alerts_test.yaml")) as src, open(os.path.join(d, "alerts_test.yaml"), "w") as dst:
+            dst.write(src.read())
+        for cmd in (["promtool", "check", "rules", "rules.yaml"], ["promtool", "test", "rules", "alerts_test.yaml"]):
+            out = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+            assert out.returncode == 0, out.stdout + out.stderr
+
+
+def main():
+    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
+    passed = failed = 0
+    for name, fn in tests:
+        try:
+            fn()
+            print(f"ok     {name}")
+            passed += 1
+        except Exception:
+            print(f"FAILED {name}")
+            traceback.print_exc()
+            failed += 1
+    print(f"chart: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
