@@ -303,7 +303,7 @@ pub fn random_u64() -> u64 {
 
 /// A reqwest error as one line with its cause chain, without the URL (the
 /// callers add it once).
-fn describe(e: &reqwest::Error) -> String {
+pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::http::{backoff, check_url_allowed, user_agent};
+use crate::http::{backoff, check_url_allowed, describe, user_agent};
 
 /// Settings of the ARM client.
 #[derive(Debug, Clone)]
@@ -530,24 +530,6 @@ fn hint(status: StatusCode, action: &str) -> String {
         404 => ". Check the target's resource_id (subscription, resource group, name)".into(),
         _ => String::new(),
     }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    };
-    let mut out = kind.to_owned();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]

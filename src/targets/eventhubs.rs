@@ -1,67 +1,16 @@
 //! Event Hubs namespaces: `Microsoft.EventHub/namespaces/{ns}/networkRuleSets/default`.
-//! 128 IP rules (virtual network rules have their own 128); not on Basic.
+//! 128 IP rules (virtual network rules have their own 128); IPv4, and IPv6
+//! with `ipv6 = true` (docs since 2025-07); not on the Basic tier.
 
-use async_trait::async_trait;
+use super::TargetKind;
+use super::network_rule_set::NamespaceAdapter;
 
-use super::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, network_rule_set};
-use crate::azure::arm::{ArmClient, ArmError};
-use crate::plan::Capabilities;
-use crate::prefix::PrefixSet;
-
-pub struct EventHubs;
-
-#[async_trait]
-impl Adapter for EventHubs {
-    fn kind(&self) -> TargetKind {
-        TargetKind::EventHubs
-    }
-
-    fn read_action(&self) -> &'static str {
-        "Microsoft.EventHub/namespaces/networkrulesets/read"
-    }
-
-    fn write_action(&self) -> &'static str {
-        "Microsoft.EventHub/namespaces/networkrulesets/write"
-    }
-
-    fn capabilities(&self, target: &TargetSpec) -> Capabilities {
-        Capabilities {
-            budget: target.max_rules.unwrap_or(128),
-            vnet_rules_share_budget: false,
-            empty_means_open: true,
-            ipv6: target.ipv6,
-            split_31: false,
-        }
-    }
-
-    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
-        let mut facts =
-            network_rule_set::namespace_facts(arm, target, "Microsoft.EventHub/namespaces/read")
-                .await?;
-        if facts
-            .sku
-            .as_deref()
-            .is_some_and(|s| s.eq_ignore_ascii_case("Basic"))
-        {
-            facts.unsupported = Some(
-                "Event Hubs Basic namespaces cannot hold IP rules; upgrade the namespace to Standard or above".into(),
-            );
-        }
-        Ok(facts)
-    }
-
-    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
-        network_rule_set::read(arm, target, self.read_action()).await
-    }
-
-    async fn write(
-        &self,
-        arm: &ArmClient,
-        target: &TargetSpec,
-        live: &LiveState,
-        add: &PrefixSet,
-        remove: &PrefixSet,
-    ) -> Result<LiveState, ArmError> {
-        network_rule_set::write(arm, target, live, add, remove, self.write_action()).await
-    }
-}
+pub const EVENT_HUBS: NamespaceAdapter = NamespaceAdapter {
+    kind: TargetKind::EventHubs,
+    product: "Event Hubs",
+    read_namespace: "Microsoft.EventHub/namespaces/read",
+    read_rules: "Microsoft.EventHub/namespaces/networkrulesets/read",
+    write_rules: "Microsoft.EventHub/namespaces/networkrulesets/write",
+    vnet_rules_share_budget: false,
+    basic_upgrade: "Standard or above",
+};

@@ -117,8 +117,8 @@ pub fn kind_of(resource: &ResourceId) -> Result<TargetKind, String> {
 /// The adapter of a kind.
 pub fn adapter_for(kind: TargetKind) -> &'static dyn Adapter {
     match kind {
-        TargetKind::EventHubs => &eventhubs::EventHubs,
-        TargetKind::ServiceBus => &servicebus::ServiceBus,
+        TargetKind::EventHubs => &eventhubs::EVENT_HUBS,
+        TargetKind::ServiceBus => &servicebus::SERVICE_BUS,
         TargetKind::Storage => &storage::Storage,
     }
 }

@@ -2,12 +2,83 @@
 //! same body for both. GET, then PUT of the whole object (PUT replaces
 //! everything), with every field but `ipRules` sent back exactly as read.
 
+use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{LiveState, ResourceFacts, TargetSpec, read_rules};
+use super::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, read_rules};
 use crate::azure::arm::{ArmClient, ArmError};
-use crate::plan::LiveRules;
+use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
+
+/// An Event Hubs or Service Bus namespace: the same API, different limits
+/// and permissions (see `eventhubs.rs` and `servicebus.rs`).
+pub struct NamespaceAdapter {
+    pub kind: TargetKind,
+    /// The product name used in messages.
+    pub product: &'static str,
+    pub read_namespace: &'static str,
+    pub read_rules: &'static str,
+    pub write_rules: &'static str,
+    /// Whether virtual network rules count against the IP rule budget.
+    pub vnet_rules_share_budget: bool,
+    /// What to do about a Basic namespace, which cannot hold IP rules.
+    pub basic_upgrade: &'static str,
+}
+
+#[async_trait]
+impl Adapter for NamespaceAdapter {
+    fn kind(&self) -> TargetKind {
+        self.kind
+    }
+
+    fn read_action(&self) -> &'static str {
+        self.read_rules
+    }
+
+    fn write_action(&self) -> &'static str {
+        self.write_rules
+    }
+
+    fn capabilities(&self, target: &TargetSpec) -> Capabilities {
+        Capabilities {
+            budget: target.max_rules.unwrap_or(128),
+            vnet_rules_share_budget: self.vnet_rules_share_budget,
+            empty_means_open: true,
+            ipv6: target.ipv6,
+            split_31: false,
+        }
+    }
+
+    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
+        let mut facts = namespace_facts(arm, target, self.read_namespace).await?;
+        if facts
+            .sku
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("Basic"))
+        {
+            facts.unsupported = Some(format!(
+                "{} Basic namespaces cannot hold IP rules; upgrade the namespace to {}",
+                self.product, self.basic_upgrade
+            ));
+        }
+        Ok(facts)
+    }
+
+    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
+        read(arm, target, self.read_rules).await
+    }
+
+    async fn write(
+        &self,
+        arm: &ArmClient,
+        target: &TargetSpec,
+        live: &LiveState,
+        add: &PrefixSet,
+        remove: &PrefixSet,
+    ) -> Result<LiveState, ArmError> {
+        write(arm, target, live, add, remove, self.write_rules).await
+    }
+}
 
 pub const API_VERSION: &str = "2024-01-01";
 
