@@ -15,6 +15,10 @@ use prometheus::{
 };
 
 pub struct Metrics {
+    /// When the current feed changeNumber was first recorded (f64 bits; 0
+    /// until known): `tagsync_feed_age_seconds` is computed from it at each
+    /// scrape, so the daemon's value never goes stale between runs.
+    feed_first_seen: std::sync::atomic::AtomicU64,
     pub registry: Registry,
     catalogue: Vec<(&'static str, &'static str)>,
     pub runs: IntCounterVec,
@@ -212,6 +216,7 @@ impl Metrics {
                 "Always 1; the version as a label.",
                 &["version"],
             ),
+            feed_first_seen: std::sync::atomic::AtomicU64::new(0),
             registry: r.registry.clone(),
             catalogue: r.catalogue.clone(),
         };
@@ -221,8 +226,26 @@ impl Metrics {
         m
     }
 
+    /// Records when the current feed changeNumber was first seen.
+    pub fn set_feed_first_seen(&self, unix_seconds: f64) {
+        self.feed_first_seen
+            .store(unix_seconds.to_bits(), std::sync::atomic::Ordering::SeqCst);
+        self.refresh_feed_age();
+    }
+
+    fn refresh_feed_age(&self) {
+        let first = f64::from_bits(
+            self.feed_first_seen
+                .load(std::sync::atomic::Ordering::SeqCst),
+        );
+        if first > 0.0 {
+            self.feed_age.set((now_seconds() - first).max(0.0));
+        }
+    }
+
     /// The registry in the Prometheus text format (0.0.4).
     pub fn render(&self) -> String {
+        self.refresh_feed_age();
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail for I/O reasons; an invalid family
         // would have been refused at registration.
