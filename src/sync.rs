@@ -108,11 +108,7 @@ async fn record_feed_metrics(
             && let Ok(t) =
                 time::OffsetDateTime::parse(&first, &time::format_description::well_known::Rfc3339)
         {
-            m.feed_age.set(
-                (time::OffsetDateTime::now_utc() - t)
-                    .as_seconds_f64()
-                    .max(0.0),
-            );
+            m.set_feed_first_seen(t.unix_timestamp() as f64);
         }
     }
     if let Some(bytes) = feed.bytes {
