@@ -101,6 +101,13 @@ fn the_daemon_runs_at_start_serves_its_endpoints_and_stops_on_sigterm() {
         body.contains("# TYPE tagsync_run_duration_seconds histogram"),
         "{body}"
     );
+    // The feed was first seen a moment ago: its age is small, and present.
+    let age: f64 = body
+        .lines()
+        .find_map(|l| l.strip_prefix("tagsync_feed_age_seconds "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("feed age in the scrape");
+    assert!((0.0..600.0).contains(&age), "{age}");
     assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
     assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
     assert_eq!(get(port, "/nope").map(|r| r.0), Some(404));
