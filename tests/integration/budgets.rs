@@ -208,3 +208,25 @@ fn feed_regions_lists_sub_tags_and_the_unassigned_prefixes() {
         assert!(global.contains(p.as_str().expect("prefix")));
     }
 }
+
+#[test]
+fn a_wrong_max_rules_meets_azures_own_limit_and_changes_nothing() {
+    // max_rules = 300 on Event Hubs: tagsync plans 290 rules, Azure refuses.
+    let w = world("Standard", "max_rules = 300\n");
+    let run = sync_real_feed(&w, &[]);
+    run.assert_code(5);
+    let report = run.json();
+    let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["outcome"], "failed");
+    let error = eh["error"].as_str().expect("error");
+    assert!(
+        error.contains("HTTP 400 BadRequest")
+            && error.contains("maximum number of allowed IP rules"),
+        "{error}"
+    );
+    assert_eq!(
+        masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask"),
+        vec!["1.1.1.1"]
+    );
+    assert!(w.arm.writes().is_empty());
+}
