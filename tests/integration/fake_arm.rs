@@ -1,5 +1,5 @@
 //! A stateful fake of Azure Resource Manager on 127.0.0.1, shaped after the
-//! azure-cli recordings and the REST specs (../shared/azure): network rule
+//! azure-cli recordings and the REST specs (shared/azure): network rule
 //! sets answer with `location`, the plural `type` and subnet ids re-cased
 //! (`resourcegroups`); PUT replaces the whole rule set and answers 200;
 //! storage PATCH replaces the whole `networkAcls` (an omitted list comes back
