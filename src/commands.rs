@@ -24,7 +24,7 @@ use crate::reconcile::{PLAN_FORMAT, PlanDocument, ReconcileOptions, reconcile};
 use crate::render;
 use crate::run::{RunOptions, arm_client, push_metrics, run_once, select_targets, targets_exit};
 use crate::sync::{SyncOptions, run_feed};
-use crate::targets::{TargetSpec, adapter_for};
+use crate::targets::TargetSpec;
 
 /// The whole program: parse, run, exit.
 pub fn main() -> ExitCode {
@@ -325,7 +325,7 @@ async fn targets_check(cli: &Cli, args: &TargetsCheckArgs) -> Result<u8, Error> 
 }
 
 async fn check_one(history: &History, arm: &ArmClient, target: &TargetSpec) -> render::TargetCheck {
-    let adapter = adapter_for(target.kind);
+    let adapter = target.adapter;
     let caps = adapter.capabilities(target);
     let mut check = render::TargetCheck::new(target, caps.budget);
     let facts = match adapter.facts(arm, target).await {
@@ -399,7 +399,7 @@ async fn adopt(
     args: &[String],
 ) -> Result<PrefixSet, Error> {
     let arm = arm_client(settings)?;
-    let adapter = adapter_for(target.kind);
+    let adapter = target.adapter;
     let live = adapter
         .read(&arm, target)
         .await

@@ -16,7 +16,7 @@ use crate::azure::arm::ArmSettings;
 use crate::azure::auth::{AuthMethod, AuthSettings};
 use crate::feed::Cloud;
 use crate::tags::TagSelection;
-use crate::targets::{ResourceId, TargetSpec, kind_of};
+use crate::targets::{ResourceId, TargetSpec, adapter_of};
 
 /// Where the feed comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -502,7 +502,7 @@ impl ConfigFile {
             }
             let resource = ResourceId::parse(&t.resource_id)
                 .map_err(|e| ConfigError(format!("{at}: resource_id {e}")))?;
-            let kind = kind_of(&resource).map_err(|e| ConfigError(format!("{at}: {e}")))?;
+            let adapter = adapter_of(&resource).map_err(|e| ConfigError(format!("{at}: {e}")))?;
             if let Some(other) = targets.iter().find(|o| o.resource.same_as(&resource.id)) {
                 return Err(ConfigError(format!(
                     "{at}: the same resource as target `{}`",
@@ -514,9 +514,10 @@ impl ConfigFile {
                     "{at}: max_rules must be between 1 and 10000"
                 )));
             }
-            if t.ipv6 && kind == crate::targets::TargetKind::ServiceBus {
+            if t.ipv6 && !adapter.accepts_ipv6() {
                 return Err(ConfigError(format!(
-                    "{at}: Service Bus IP rules are IPv4 only; remove ipv6 = true"
+                    "{at}: {} targets hold IPv4 rules only; remove ipv6 = true",
+                    adapter.name()
                 )));
             }
             let ratio = t.max_removal_ratio.unwrap_or(policy.max_removal_ratio);
@@ -554,7 +555,7 @@ impl ConfigFile {
             targets.push(TargetSpec {
                 name: t.name,
                 resource,
-                kind,
+                adapter,
                 selection: target_selection,
                 ipv6: t.ipv6,
                 max_rules: t.max_rules,

@@ -93,7 +93,7 @@ impl History {
         )
         .bind(&target.name)
         .bind(&target.resource.id)
-        .bind(target.kind.as_str())
+        .bind(target.adapter.name())
         .bind(&stamp)
         .execute(&mut *tx)
         .await

@@ -20,7 +20,7 @@ use crate::ledger::ApplyRecord;
 use crate::plan::{Policy, TargetPlan, plan};
 use crate::prefix::PrefixSet;
 use crate::tags::TagSelection;
-use crate::targets::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, adapter_for};
+use crate::targets::{Adapter, LiveState, ResourceFacts, TargetSpec};
 
 #[derive(Debug, Clone, Default)]
 pub struct ReconcileOptions {
@@ -61,7 +61,7 @@ impl TargetReport {
     fn new(target: &TargetSpec) -> Self {
         Self {
             name: target.name.clone(),
-            kind: target.kind.as_str().to_owned(),
+            kind: target.adapter.name().to_owned(),
             resource_id: target.resource.id.clone(),
             outcome: "failed".into(),
             tags: Vec::new(),
@@ -232,7 +232,7 @@ async fn collect(
 
 async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> TargetReport {
     let started_at = now();
-    let adapter = adapter_for(target.kind);
+    let adapter = target.adapter;
     let mut report = TargetReport::new(target);
     let tags = match select_states(&target.selection, states) {
         Ok(t) => t,
@@ -547,7 +547,7 @@ async fn apply_saved(ctx: &Ctx, target: Option<TargetSpec>, saved: TargetReport)
         // The plan had already failed for this target: nothing to apply.
         return saved;
     };
-    let adapter = adapter_for(target.kind);
+    let adapter = target.adapter;
     let mut report = saved;
     report.warnings.clear();
     let live = match adapter.read(&ctx.arm, &target).await {
@@ -593,32 +593,7 @@ pub fn live_warnings(
                 .into(),
         );
     }
-    match target.kind {
-        TargetKind::EventHubs | TargetKind::ServiceBus
-            if live.trusted_service_access == Some(true) =>
-        {
-            w.push("trusted Microsoft services access is enabled: Azure Digital Twins with a system-assigned identity may not need IP rules".into());
-        }
-        _ => {}
-    }
-    if target.kind == TargetKind::Storage
-        && let Some(loc) = &facts.location
-    {
-        let same: Vec<&str> = tags
-            .iter()
-            .filter(|t| {
-                let base = t.name.split('.').next().unwrap_or_default();
-                t.name.contains('.') && crate::tags::region_matches(base, &t.name, &t.region, loc)
-            })
-            .map(|t| t.name.as_str())
-            .collect();
-        if !same.is_empty() {
-            w.push(format!(
-                "the storage account is in {loc}, the region of {}: IP rules do not apply to requests from the same region, so these rules do not admit that traffic; use a resource instance rule or trusted access for it",
-                same.join(", ")
-            ));
-        }
-    }
+    w.extend(target.adapter.resource_warnings(live, facts, tags));
     w
 }
 

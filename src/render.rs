@@ -240,7 +240,7 @@ impl TargetCheck {
     pub fn new(t: &crate::targets::TargetSpec, budget: usize) -> Self {
         Self {
             name: t.name.clone(),
-            kind: t.kind.as_str().to_owned(),
+            kind: t.adapter.name().to_owned(),
             resource_id: t.resource.id.clone(),
             sku: None,
             location: None,

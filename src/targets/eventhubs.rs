@@ -2,11 +2,12 @@
 //! 128 IP rules (virtual network rules have their own 128); IPv4, and IPv6
 //! with `ipv6 = true` (docs since 2025-07); not on the Basic tier.
 
-use super::TargetKind;
 use super::network_rule_set::NamespaceAdapter;
 
 pub const EVENT_HUBS: NamespaceAdapter = NamespaceAdapter {
-    kind: TargetKind::EventHubs,
+    name: "event-hubs",
+    provider: "Microsoft.EventHub/namespaces",
+    accepts_ipv6: true,
     product: "Event Hubs",
     read_namespace: "Microsoft.EventHub/namespaces/read",
     read_rules: "Microsoft.EventHub/namespaces/networkrulesets/read",

@@ -1,11 +1,12 @@
 //! Targets: the Azure resources whose IP rules tagsync manages.
 //!
-//! One [`Adapter`] per kind of resource, one file each, and [`adapter_for`]
-//! maps a resource id's provider to its adapter. An adapter reads the whole
-//! live rule set, says what the resource can hold, turns desired prefixes
-//! into the exact rules the kind stores, and writes a whole rule set back
-//! with every other field preserved. Adding a kind (Key Vault, SQL, Cosmos
-//! DB) is one new file and one line in [`adapter_for`].
+//! One [`Adapter`] per kind of resource, one file each, and [`REGISTRY`]
+//! lists them; [`adapter_of`] finds a resource id's adapter by its provider.
+//! An adapter reads the whole live rule set, says what the resource can
+//! hold, turns desired prefixes into the exact rules the kind stores, and
+//! writes a whole rule set back with every other field preserved. Adding a
+//! kind (Key Vault, SQL, Cosmos DB) is one new file and one line in
+//! [`REGISTRY`].
 
 mod eventhubs;
 mod network_rule_set;
@@ -72,7 +73,8 @@ impl ResourceId {
 pub struct TargetSpec {
     pub name: String,
     pub resource: ResourceId,
-    pub kind: TargetKind,
+    /// The adapter of the target's kind.
+    pub adapter: &'static dyn Adapter,
     /// Tags this target follows (names as resolved against the feed).
     pub selection: crate::tags::TagSelection,
     pub ipv6: bool,
@@ -83,43 +85,34 @@ pub struct TargetSpec {
     pub fit_bounds: crate::fit::Bounds,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TargetKind {
-    EventHubs,
-    ServiceBus,
-    Storage,
+/// Every kind of target: one line each.
+pub static REGISTRY: &[&dyn Adapter] = &[
+    &eventhubs::EVENT_HUBS,
+    &servicebus::SERVICE_BUS,
+    &storage::STORAGE,
+];
+
+/// The adapter for a resource id's provider (ARM providers are
+/// case-insensitive).
+pub fn adapter_of(resource: &ResourceId) -> Result<&'static dyn Adapter, String> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|a| a.provider().eq_ignore_ascii_case(&resource.provider))
+        .ok_or_else(|| {
+            let known: Vec<&str> = REGISTRY.iter().map(|a| a.provider()).collect();
+            format!(
+                "`{}` is a {} resource; tagsync manages {}",
+                resource.id,
+                resource.provider,
+                known.join(", ")
+            )
+        })
 }
 
-impl TargetKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TargetKind::EventHubs => "event-hubs",
-            TargetKind::ServiceBus => "service-bus",
-            TargetKind::Storage => "storage",
-        }
-    }
-}
-
-/// The registry: resource-id provider to target kind.
-pub fn kind_of(resource: &ResourceId) -> Result<TargetKind, String> {
-    match resource.provider.to_ascii_lowercase().as_str() {
-        "microsoft.eventhub/namespaces" => Ok(TargetKind::EventHubs),
-        "microsoft.servicebus/namespaces" => Ok(TargetKind::ServiceBus),
-        "microsoft.storage/storageaccounts" => Ok(TargetKind::Storage),
-        _ => Err(format!(
-            "`{}` is a {} resource; tagsync manages Microsoft.EventHub/namespaces, Microsoft.ServiceBus/namespaces and Microsoft.Storage/storageAccounts",
-            resource.id, resource.provider
-        )),
-    }
-}
-
-/// The adapter of a kind.
-pub fn adapter_for(kind: TargetKind) -> &'static dyn Adapter {
-    match kind {
-        TargetKind::EventHubs => &eventhubs::EVENT_HUBS,
-        TargetKind::ServiceBus => &servicebus::SERVICE_BUS,
-        TargetKind::Storage => &storage::Storage,
+impl std::fmt::Debug for dyn Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -164,7 +157,27 @@ pub struct ResourceFacts {
 
 #[async_trait]
 pub trait Adapter: Send + Sync {
-    fn kind(&self) -> TargetKind;
+    /// The kind's name in reports, the ledger and metric labels.
+    fn name(&self) -> &'static str;
+
+    /// The resource-id provider it manages (`Microsoft.EventHub/namespaces`).
+    fn provider(&self) -> &'static str;
+
+    /// Whether the kind takes IPv6 rules at all (`ipv6 = true` is refused
+    /// in the configuration otherwise).
+    fn accepts_ipv6(&self) -> bool {
+        true
+    }
+
+    /// Warnings specific to the kind, about the resource's own settings.
+    fn resource_warnings(
+        &self,
+        _live: &LiveState,
+        _facts: &ResourceFacts,
+        _tags: &[&crate::history::TagState],
+    ) -> Vec<String> {
+        Vec::new()
+    }
 
     /// The permission each call needs, for 403 messages and the README.
     fn read_action(&self) -> &'static str;
@@ -347,21 +360,18 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(id.name, "ns");
-        assert_eq!(kind_of(&id), Ok(TargetKind::EventHubs));
+        assert_eq!(adapter_of(&id).map(|a| a.name()), Ok("event-hubs"));
         let sa = ResourceId::parse(
             "/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa",
         )
         .expect("valid");
-        assert_eq!(kind_of(&sa), Ok(TargetKind::Storage));
+        assert_eq!(adapter_of(&sa).map(|a| a.name()), Ok("storage"));
         let kv = ResourceId::parse(
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v",
         )
         .expect("valid");
-        assert!(
-            kind_of(&kv)
-                .unwrap_err()
-                .contains("Microsoft.KeyVault/vaults")
-        );
+        let err = adapter_of(&kv).map(|a| a.name()).unwrap_err();
+        assert!(err.contains("Microsoft.KeyVault/vaults"), "{err}");
         assert!(ResourceId::parse("/subscriptions/s/providers/x").is_err());
         assert!(ResourceId::parse("ns").is_err());
     }

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, read_rules};
+use super::{Adapter, LiveState, ResourceFacts, TargetSpec, read_rules};
 use crate::azure::arm::{ArmClient, ArmError};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
@@ -13,7 +13,9 @@ use crate::prefix::PrefixSet;
 /// An Event Hubs or Service Bus namespace: the same API, different limits
 /// and permissions (see `eventhubs.rs` and `servicebus.rs`).
 pub struct NamespaceAdapter {
-    pub kind: TargetKind,
+    pub name: &'static str,
+    pub provider: &'static str,
+    pub accepts_ipv6: bool,
     /// The product name used in messages.
     pub product: &'static str,
     pub read_namespace: &'static str,
@@ -27,8 +29,29 @@ pub struct NamespaceAdapter {
 
 #[async_trait]
 impl Adapter for NamespaceAdapter {
-    fn kind(&self) -> TargetKind {
-        self.kind
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn provider(&self) -> &'static str {
+        self.provider
+    }
+
+    fn accepts_ipv6(&self) -> bool {
+        self.accepts_ipv6
+    }
+
+    fn resource_warnings(
+        &self,
+        live: &LiveState,
+        _facts: &ResourceFacts,
+        _tags: &[&crate::history::TagState],
+    ) -> Vec<String> {
+        if live.trusted_service_access == Some(true) {
+            vec!["trusted Microsoft services access is enabled: Azure Digital Twins with a system-assigned identity may not need IP rules".into()]
+        } else {
+            Vec::new()
+        }
     }
 
     fn read_action(&self) -> &'static str {

@@ -2,11 +2,12 @@
 //! 128 IP and virtual network rules combined; IPv4 only (the configuration
 //! refuses `ipv6 = true`); not on the Basic tier.
 
-use super::TargetKind;
 use super::network_rule_set::NamespaceAdapter;
 
 pub const SERVICE_BUS: NamespaceAdapter = NamespaceAdapter {
-    kind: TargetKind::ServiceBus,
+    name: "service-bus",
+    provider: "Microsoft.ServiceBus/namespaces",
+    accepts_ipv6: false,
     product: "Service Bus",
     read_namespace: "Microsoft.ServiceBus/namespaces/read",
     read_rules: "Microsoft.ServiceBus/namespaces/networkrulesets/read",

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{Adapter, LiveState, ResourceFacts, TargetKind, TargetSpec, edit_rules, read_rules};
+use super::{Adapter, LiveState, ResourceFacts, TargetSpec, edit_rules, read_rules};
 use crate::azure::arm::{ArmClient, ArmError};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
@@ -18,6 +18,8 @@ const ACTION_READ: &str = "Microsoft.Storage/storageAccounts/read";
 const ACTION_WRITE: &str = "Microsoft.Storage/storageAccounts/write";
 
 pub struct Storage;
+
+pub const STORAGE: Storage = Storage;
 
 fn state_from(account: &Value) -> Result<LiveState, ArmError> {
     let acls = account["properties"]
@@ -55,8 +57,39 @@ fn split(set: &PrefixSet) -> (PrefixSet, PrefixSet) {
 
 #[async_trait]
 impl Adapter for Storage {
-    fn kind(&self) -> TargetKind {
-        TargetKind::Storage
+    fn name(&self) -> &'static str {
+        "storage"
+    }
+
+    fn provider(&self) -> &'static str {
+        "Microsoft.Storage/storageAccounts"
+    }
+
+    /// IP rules do not apply to requests from the account's own region.
+    fn resource_warnings(
+        &self,
+        _live: &LiveState,
+        facts: &ResourceFacts,
+        tags: &[&crate::history::TagState],
+    ) -> Vec<String> {
+        let Some(loc) = &facts.location else {
+            return Vec::new();
+        };
+        let same: Vec<&str> = tags
+            .iter()
+            .filter(|t| {
+                let base = t.name.split('.').next().unwrap_or_default();
+                t.name.contains('.') && crate::tags::region_matches(base, &t.name, &t.region, loc)
+            })
+            .map(|t| t.name.as_str())
+            .collect();
+        if same.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "the storage account is in {loc}, the region of {}: IP rules do not apply to requests from the same region, so these rules do not admit that traffic; use a resource instance rule or trusted access for it",
+            same.join(", ")
+        )]
     }
 
     fn read_action(&self) -> &'static str {
@@ -117,5 +150,45 @@ impl Adapter for Storage {
             .patch(&target.resource.id, API_VERSION, &body, ACTION_WRITE)
             .await?;
         state_from(&answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::TagState;
+
+    #[test]
+    fn warns_when_the_account_is_in_the_region_of_a_selected_sub_tag() {
+        let live = LiveState {
+            rules: LiveRules::default(),
+            raw: Value::Null,
+            default_action: Some("Deny".into()),
+            public_network_access: None,
+            trusted_service_access: None,
+            notes: Vec::new(),
+            location: None,
+            fingerprint: String::new(),
+        };
+        let tag = |name: &str, region: &str| TagState {
+            name: name.into(),
+            region: region.into(),
+            change_number: 1,
+            prefixes: PrefixSet::new(),
+        };
+        let france = tag("AzureDigitalTwins.FranceCentral", "centralfrance");
+        let global = tag("AzureDigitalTwins", "");
+        let facts = |loc: &str| ResourceFacts {
+            location: Some(loc.into()),
+            ..ResourceFacts::default()
+        };
+        let w = STORAGE.resource_warnings(&live, &facts("francecentral"), &[&global, &france]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("AzureDigitalTwins.FranceCentral"), "{}", w[0]);
+        assert!(
+            STORAGE
+                .resource_warnings(&live, &facts("westeurope"), &[&global, &france])
+                .is_empty()
+        );
     }
 }
