@@ -3,19 +3,30 @@
 //!
 //! # Layout
 //!
-//! The work is a pipeline of plain stages; only [`commands`] and [`sync`]
-//! know them all.
+//! A pipeline of plain stages: feed (fetch, parse) -> tags (select,
+//! PrefixSet) -> history (SQLite) -> plan (pure) -> targets (adapters).
+//! Only [`run`], [`reconcile`] and [`commands`] know them all.
 //!
 //! - [`feed`]: the service tags feed. [`feed::scan`] streams a feed and keeps
 //!   only the tags asked for; [`feed::source`] finds and fetches it (download
-//!   center discovery, pinned URL, file).
-//! - [`tags`]: which tags are followed (names, regional sub-tags).
+//!   center discovery, pinned URL, file, ARM Discovery API).
+//! - [`tags`]: which tags are followed (names, regional sub-tags, unassigned).
 //! - [`prefix`]: [`prefix::PrefixSet`], the canonical set of prefixes
 //!   everything is expressed in.
-//! - [`history`]: the SQLite history of runs, snapshots and changes.
-//! - [`sync`]: run once: fetch, validate, select, record. Serves the manual
-//!   sync, the CronJob and each daemon tick.
-//! - [`http`]: the HTTP client (timeouts, retries, size cap, conditional GET).
+//! - [`history`]: the SQLite history of runs, snapshots and changes;
+//!   [`ledger`]: the ownership ledger and the record of applies, in it.
+//! - [`sync`]: the feed stage of a run: fetch, validate, select, record.
+//! - [`fit`]: fitting prefixes into a rule budget (exact summarization).
+//! - [`plan`]: the pure plan of one target: add, remove, keep, guards.
+//! - [`targets`]: one adapter per kind of resource (Event Hubs, Service Bus,
+//!   Storage) behind one trait, and the registry.
+//! - [`reconcile`]: plan and apply every target, one code path for plan,
+//!   dry-run, sync and apply.
+//! - [`run`]: run once (feed, then targets), shared by `sync`, the CronJob
+//!   and the daemon; [`daemon`]: the schedule and the HTTP endpoints;
+//!   [`metrics`]: the Prometheus registry.
+//! - [`azure`]: Entra ID credentials and the Resource Manager client;
+//!   [`http`]: the feed's HTTP client.
 //! - [`config`]: TOML file, environment and flags, validated into
 //!   [`config::Settings`].
 //! - [`cli`], [`commands`], [`render`]: arguments, command execution, and
