@@ -22,7 +22,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "TAGSYNC_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
 
-    /// History database (default: [database] path, else ./tagsync.db).
+    /// History database (default: the configured database path, else ./tagsync.db).
     #[arg(long, global = true, env = "TAGSYNC_DB", value_name = "PATH")]
     pub db: Option<PathBuf>,
 

@@ -29,7 +29,7 @@ pub enum SourceKind {
     Url,
     /// A local file.
     File,
-    /// The ARM Service Tag Discovery API (needs [azure] credentials).
+    /// The ARM Service Tag Discovery API (needs `[azure]` credentials).
     DiscoveryApi,
 }
 
@@ -123,16 +123,16 @@ impl Default for PolicySection {
 pub struct TargetSection {
     pub name: String,
     pub resource_id: String,
-    /// Overrides [tags] select for this target.
+    /// Overrides `[tags] select` for this target.
     pub tags: Option<Vec<String>>,
-    /// Overrides [tags] regions for this target.
+    /// Overrides `[tags] regions` for this target.
     pub regions: Option<Vec<String>>,
     #[serde(default)]
     pub ipv6: bool,
     pub max_rules: Option<usize>,
     pub removal_grace: Option<HumanDuration>,
     pub max_removal_ratio: Option<f64>,
-    /// Overrides [tags] include_unassigned.
+    /// Overrides `[tags] include_unassigned`.
     pub include_unassigned: Option<bool>,
     pub overflow: Option<Overflow>,
     /// No summarized IPv4 block broader than this (default 16).
