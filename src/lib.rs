@@ -7,7 +7,7 @@
 //! PrefixSet) -> history (SQLite) -> plan (pure) -> targets (adapters).
 //! Only [`run`], [`reconcile`] and [`commands`] know them all.
 //!
-//! - [`feed`]: the service tags feed. [`feed::scan`] streams a feed and keeps
+//! - [`feed`]: the service tags feed. [`feed::scan()`] streams a feed and keeps
 //!   only the tags asked for; [`feed::source`] finds and fetches it (download
 //!   center discovery, pinned URL, file, ARM Discovery API).
 //! - [`tags`]: which tags are followed (names, regional sub-tags, unassigned).

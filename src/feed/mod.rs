@@ -1,7 +1,7 @@
 //! The "Azure IP Ranges and Service Tags" feed: parsing and validation.
 //!
 //! The weekly file is over 4 MB and growing, and tagsync needs a handful of
-//! its 3,000 tags. [`scan`] streams through it keeping only the raw JSON of
+//! its 3,000 tags. [`scan()`] streams through it keeping only the raw JSON of
 //! the tags asked for; [`ScannedFeed::tag`] then parses one of those fully.
 //! The same code reads the downloaded file (`changeNumber` a number) and the
 //! ARM Service Tag Discovery API (`changeNumber` a string).
