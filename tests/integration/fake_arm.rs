@@ -39,6 +39,12 @@ pub struct State {
     /// then Succeeded), as long-running ARM operations do.
     pub async_writes: bool,
     pub operation_polls: usize,
+    /// Someone else's edit: after the n-th GET of a rule set path, its
+    /// properties become this (the GET itself still answers the old state).
+    pub edit_after_get: Option<(String, usize, Value)>,
+    pub rule_set_gets: HashMap<String, usize>,
+    /// A prefix Azure silently leaves out of the next written rule set.
+    pub drop_on_write: Option<String>,
 }
 
 pub struct FakeArm {
@@ -223,7 +229,20 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
     match req.method.as_str() {
         "GET" => {
             if let Some(rs) = st.rule_sets.get(&path) {
-                return Response::json(200, recase_subnets(rs).to_string());
+                let answer = Response::json(200, recase_subnets(rs).to_string());
+                let n = {
+                    let c = st.rule_set_gets.entry(path.clone()).or_insert(0);
+                    *c += 1;
+                    *c
+                };
+                if let Some((p, at, props)) = st.edit_after_get.clone()
+                    && p == path
+                    && at == n
+                {
+                    st.rule_sets.get_mut(&path).expect("present")["properties"] = props;
+                    st.edit_after_get = None;
+                }
+                return answer;
             }
             match st.resources.get(&path) {
                 Some(r) => Response::json(200, r.to_string()),
@@ -280,6 +299,12 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 );
             }
             st.writes.push(format!("PUT {}", req.path_only()));
+            let mut props = props;
+            if let Some(dropped) = st.drop_on_write.take()
+                && let Some(rules) = props["ipRules"].as_array_mut()
+            {
+                rules.retain(|r| r["ipMask"] != dropped.as_str());
+            }
             let rs = st.rule_sets.get_mut(&path).expect("checked");
             rs["properties"] = props;
             let answer = recase_subnets(rs).to_string();
