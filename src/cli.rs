@@ -223,8 +223,11 @@ pub struct FeedShowArgs {
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Only runs that recorded this tag.
-    #[arg(long, value_name = "TAG")]
+    #[arg(long, value_name = "TAG", conflicts_with = "target")]
     pub tag: Option<String>,
+    /// The applies to this target instead of the feed runs.
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
     /// How many runs, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: u32,

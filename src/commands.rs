@@ -518,6 +518,13 @@ async fn feed_regions(cli: &Cli, args: &FeedRegionsArgs) -> Result<u8, Error> {
 async fn history(cli: &Cli, args: &HistoryArgs) -> Result<u8, Error> {
     let settings = settings(cli, |_| {})?;
     let history = History::open(&settings.db_path, false).await?;
+    if let Some(target) = &args.target {
+        let applies = history.applies(target, args.limit).await;
+        history.close().await;
+        let applies = applies?;
+        emit(cli.output, &applies, |a| render::applies_human(target, a))?;
+        return Ok(exit::OK);
+    }
     let runs = history.runs(args.tag.as_deref(), args.limit).await;
     history.close().await;
     let runs = runs?;

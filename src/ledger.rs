@@ -11,6 +11,25 @@ use crate::plan::{Ledger, Owned};
 use crate::prefix::PrefixSet;
 use crate::targets::TargetSpec;
 
+/// One apply, as listed by `tagsync history --target`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ApplyEntry {
+    pub apply_id: i64,
+    pub run_id: Option<i64>,
+    pub resource_id: String,
+    pub started_at: String,
+    /// `applied`, `unchanged`, `refused` or `failed`.
+    pub outcome: String,
+    pub guard: Option<String>,
+    pub error: Option<String>,
+    /// IP rules before and after (counts).
+    pub rules_before: usize,
+    pub rules_after: usize,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub drift: Vec<String>,
+}
+
 /// One apply, as recorded.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyRecord {
@@ -213,6 +232,51 @@ impl History {
             }
         }
         Ok(seen)
+    }
+
+    /// Applies of a target, newest first.
+    pub async fn applies(&self, target: &str, limit: u32) -> Result<Vec<ApplyEntry>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT id, run_id, resource_id, started_at, outcome, guard, error, rules_before, rules_after,
+                    added, removed, drift
+             FROM applies WHERE target = ?1 ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(target)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?;
+        let lines = |s: &str| {
+            s.lines()
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        Ok(rows
+            .iter()
+            .map(|r| ApplyEntry {
+                apply_id: r.get(0),
+                run_id: r.get(1),
+                resource_id: r.get(2),
+                started_at: r.get(3),
+                outcome: r.get(4),
+                guard: r.get(5),
+                error: r.get(6),
+                rules_before: r
+                    .get::<&str, _>(7)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .count(),
+                rules_after: r
+                    .get::<&str, _>(8)
+                    .lines()
+                    .filter(|l| !l.is_empty())
+                    .count(),
+                added: lines(r.get(9)),
+                removed: lines(r.get(10)),
+                drift: lines(r.get(11)),
+            })
+            .collect())
     }
 
     pub async fn record_apply(

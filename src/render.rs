@@ -473,6 +473,45 @@ pub fn regions_human(r: &Regions) -> String {
     out
 }
 
+pub fn applies_human(target: &str, applies: &[crate::ledger::ApplyEntry]) -> String {
+    let mut out = String::new();
+    if applies.is_empty() {
+        let _ = writeln!(out, "no applies recorded for target {target}");
+        return out;
+    }
+    for a in applies {
+        let _ = writeln!(
+            out,
+            "apply {:>4}  {}  {:<9}  run {}  rules {} -> {}  +{} -{}",
+            a.apply_id,
+            a.started_at,
+            a.outcome,
+            a.run_id.map_or("-".into(), |r| r.to_string()),
+            a.rules_before,
+            a.rules_after,
+            a.added.len(),
+            a.removed.len()
+        );
+        for p in &a.added {
+            let _ = writeln!(out, "             + {p}");
+        }
+        for p in &a.removed {
+            let _ = writeln!(out, "             - {p}");
+        }
+        for p in &a.drift {
+            let _ = writeln!(out, "             drift {p}");
+        }
+        if let Some(e) = &a.error {
+            let _ = writeln!(
+                out,
+                "             {}: {e}",
+                a.guard.as_deref().unwrap_or("error")
+            );
+        }
+    }
+    out
+}
+
 pub fn history_human(runs: &[RunEntry]) -> String {
     let mut out = String::new();
     if runs.is_empty() {
@@ -596,6 +635,19 @@ pub struct ConfigReport {
     pub max_bytes: u64,
     pub timeout: String,
     pub retries: u32,
+    pub auth: String,
+    pub resource_manager: String,
+    pub targets: Vec<ConfiguredTarget>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfiguredTarget {
+    pub name: String,
+    pub kind: String,
+    pub resource_id: String,
+    pub tags: Vec<String>,
+    pub regions: Vec<String>,
+    pub overflow: crate::config::Overflow,
 }
 
 impl ConfigReport {
@@ -624,6 +676,20 @@ impl ConfigReport {
             max_bytes: s.http.max_bytes,
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
+            auth: s.azure.auth.method.as_str().to_owned(),
+            resource_manager: s.azure.arm.resource_manager.clone(),
+            targets: s
+                .targets
+                .iter()
+                .map(|t| ConfiguredTarget {
+                    name: t.name.clone(),
+                    kind: t.adapter.name().to_owned(),
+                    resource_id: t.resource.id.clone(),
+                    tags: t.selection.tags.clone(),
+                    regions: t.selection.regions.clone(),
+                    overflow: t.overflow,
+                })
+                .collect(),
         }
     }
 }
@@ -657,5 +723,21 @@ pub fn config_human(r: &ConfigReport) -> String {
         "http:      timeout {}, {} retries, cap {} bytes",
         r.timeout, r.retries, r.max_bytes
     );
+    let _ = writeln!(out, "azure:     auth {}, {}", r.auth, r.resource_manager);
+    for t in &r.targets {
+        let regions = if t.regions.is_empty() {
+            String::new()
+        } else {
+            format!(" in {}", t.regions.join(", "))
+        };
+        let _ = writeln!(
+            out,
+            "target:    {} ({}): {}{regions}",
+            t.name,
+            t.kind,
+            t.tags.join(", ")
+        );
+        let _ = writeln!(out, "           {}", t.resource_id);
+    }
     out
 }

@@ -776,3 +776,41 @@ fn drift_after_a_write_is_reported_and_not_owned() {
         vec!["1.1.1.1", P1, "20.39.2.134"]
     );
 }
+
+#[test]
+fn history_lists_a_targets_applies_and_config_check_its_targets() {
+    let w = world("Standard", "");
+    w.sync(&[P1, P2], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    w.sync(&[P1, P2], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    let applies = w.run(&["history", "--target", "adt-events"]);
+    applies.assert_code(0);
+    let applies = applies.json();
+    let list = applies.as_array().expect("applies");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0]["outcome"], "unchanged");
+    assert_eq!(list[1]["outcome"], "applied");
+    assert_eq!(list[1]["added"], json!([P1, "20.39.2.134/32"]));
+    assert_eq!(list[1]["rules_before"], 1);
+    assert_eq!(list[1]["rules_after"], 3);
+    let human = w
+        .dir
+        .run(&["--config", &w.cfg, "history", "--target", "adt-events"]);
+    assert!(
+        human.stdout.contains("+ 20.36.125.120/29"),
+        "{}",
+        human.stdout
+    );
+
+    let check = w.run(&["config", "check"]).json();
+    let names: Vec<&str> = check["targets"]
+        .as_array()
+        .expect("targets")
+        .iter()
+        .map(|t| t["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, vec!["adt-events", "adt-queue", "adt-deadletter"]);
+    assert_eq!(check["targets"][2]["kind"], "storage");
+    assert_eq!(check["auth"], "managed-identity");
+}
