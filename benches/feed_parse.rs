@@ -4,26 +4,14 @@
 //! serde_json lines are baselines: a full DOM parse, and a typed parse that
 //! still visits every tag.
 
-use std::io::Read;
-
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use tagsync::feed::scan;
 
-fn feed() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ServiceTags_Public_20251106.json.gz"
-    );
-    let mut out = Vec::new();
-    let file = std::fs::File::open(path).expect("fixture");
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut out)
-        .expect("gunzip");
-    out
-}
+#[path = "../tests/fixtures/load.rs"]
+mod fixture;
 
 fn bench(c: &mut Criterion) {
-    let body = feed();
+    let body = fixture::feed_2025();
     let mut g = c.benchmark_group("feed_2025_11");
     g.throughput(Throughput::Bytes(body.len() as u64));
     g.bench_function("scan_and_select_adt", |b| {

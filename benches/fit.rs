@@ -8,28 +8,16 @@
 //! - `all_tags_into_1000`: the union of every tag of that feed (38,415
 //!   distinct IPv4 prefixes, 1,887 after lossless aggregation) into 1,000.
 
-use std::io::Read;
-
 use criterion::{Criterion, criterion_group, criterion_main};
 use ipnet::IpNet;
 use tagsync::fit::{Bounds, CostModel, summarize};
 use tagsync::prefix::PrefixSet;
 
-fn feed() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ServiceTags_Public_20251106.json.gz"
-    );
-    let mut out = Vec::new();
-    let file = std::fs::File::open(path).expect("fixture");
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut out)
-        .expect("gunzip");
-    out
-}
+#[path = "../tests/fixtures/load.rs"]
+mod fixture;
 
 fn bench(c: &mut Criterion) {
-    let body = feed();
+    let body = fixture::feed_2025();
     let all = tagsync::feed::scan(body.as_slice(), |_| true).expect("feed");
     let adt_all = all.tag("AzureDigitalTwins").expect("tag").prefixes;
     let adt = PrefixSet::from_nets(adt_all.v4().iter().map(|n| IpNet::V4(*n)));

@@ -9,24 +9,12 @@
 //! - "greedy merging": repeatedly replace the two neighbouring blocks whose
 //!   common supernet admits the fewest extra addresses by that supernet.
 
-use std::io::Read;
-
 use ipnet::{IpNet, Ipv4Net};
 use tagsync::fit::{Bounds, CostModel, summarize};
 use tagsync::prefix::PrefixSet;
 
-fn feed() -> Vec<u8> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/ServiceTags_Public_20251106.json.gz"
-    );
-    let mut out = Vec::new();
-    let file = std::fs::File::open(path).expect("fixture");
-    flate2::read::GzDecoder::new(file)
-        .read_to_end(&mut out)
-        .expect("gunzip");
-    out
-}
+#[path = "../tests/fixtures/load.rs"]
+mod fixture;
 
 fn size(n: &Ipv4Net) -> u64 {
     1u64 << (32 - u32::from(n.prefix_len()))
@@ -86,7 +74,7 @@ fn greedy(prefixes: &[Ipv4Net], budget: usize, storage: bool) -> u64 {
 }
 
 fn main() {
-    let body = feed();
+    let body = fixture::feed_2025();
     let feed = tagsync::feed::scan(body.as_slice(), |n| n == "AzureDigitalTwins").expect("feed");
     let tag = feed.tag("AzureDigitalTwins").expect("tag");
     let v4 = PrefixSet::from_nets(tag.prefixes.v4().iter().map(|n| IpNet::V4(*n)));
