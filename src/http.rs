@@ -21,17 +21,46 @@ pub fn user_agent() -> String {
     format!("tagsync/{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// A URL as it may be shown in logs and errors or stored in the history:
+/// without user info and without its query, where a pinned mirror's SAS
+/// token (`?sv=...&sig=...`) or a Pushgateway password would be.
+pub fn redact(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut u) => {
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            if u.query().is_some() {
+                u.set_query(Some("REDACTED"));
+            }
+            u.to_string()
+        }
+        Err(_) => {
+            let no_query = url.split('?').next().unwrap_or_default();
+            match no_query.split_once("://") {
+                Some((scheme, rest)) => {
+                    format!(
+                        "{scheme}://{}",
+                        rest.rsplit_once('@').map_or(rest, |(_, host)| host)
+                    )
+                }
+                None => no_query.to_owned(),
+            }
+        }
+    }
+}
+
 /// Checks that a URL is https, or http to a loopback address.
 pub fn check_url_allowed(url: &str) -> Result<Url, String> {
-    let parsed = Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    let shown = redact(url);
+    let parsed = Url::parse(url).map_err(|e| format!("`{shown}` is not a URL ({e})"))?;
     match parsed.scheme() {
         "https" => Ok(parsed),
         "http" if is_loopback(&parsed) => Ok(parsed),
         "http" => Err(format!(
-            "`{url}` uses plain http; only https is allowed (http only for loopback addresses)"
+            "`{shown}` uses plain http; only https is allowed (http only for loopback addresses)"
         )),
         other => Err(format!(
-            "`{url}` uses scheme `{other}`; only https is allowed"
+            "`{shown}` uses scheme `{other}`; only https is allowed"
         )),
     }
 }
@@ -162,12 +191,12 @@ impl HttpClient {
                 }
             };
             if attempt < attempts {
-                tracing::warn!(url, attempt, error = %last_error, wait_ms = wait.as_millis() as u64, "feed request failed, retrying");
+                tracing::warn!(url = %redact(url), attempt, error = %last_error, wait_ms = wait.as_millis() as u64, "feed request failed, retrying");
                 tokio::time::sleep(wait).await;
             }
         }
         Err(HttpError::Transport {
-            url: url.to_owned(),
+            url: redact(url),
             detail: last_error,
             attempts,
         })
@@ -213,7 +242,7 @@ impl HttpClient {
         }
         if !status.is_success() {
             return Err(Attempt::Fatal(HttpError::Status {
-                url: url.to_owned(),
+                url: redact(url),
                 status: status.as_u16(),
                 detail: status
                     .canonical_reason()
@@ -223,7 +252,7 @@ impl HttpClient {
         }
         let too_large = || {
             Attempt::Fatal(HttpError::TooLarge {
-                url: url.to_owned(),
+                url: redact(url),
                 limit: cap,
             })
         };
@@ -335,6 +364,30 @@ mod tests {
         assert!(check_url_allowed("http://10.0.0.1/x").is_err());
         assert!(check_url_allowed("ftp://127.0.0.1/x").is_err());
         assert!(check_url_allowed("not a url").is_err());
+    }
+
+    #[test]
+    fn redaction_drops_queries_and_credentials() {
+        assert_eq!(
+            redact(
+                "https://mirror.blob.core.windows.net/tags/ServiceTags.json?sv=2024-11-04&sig=SECRET%3D"
+            ),
+            "https://mirror.blob.core.windows.net/tags/ServiceTags.json?REDACTED"
+        );
+        assert_eq!(
+            redact("http://user:hunter2@127.0.0.1:9091/"),
+            "http://127.0.0.1:9091/"
+        );
+        assert_eq!(
+            redact("https://download.microsoft.com/x.json"),
+            "https://download.microsoft.com/x.json"
+        );
+        assert_eq!(redact("not a url?sig=SECRET"), "not a url");
+        assert!(
+            !check_url_allowed("http://example.com/x?sig=SECRET")
+                .unwrap_err()
+                .contains("SECRET")
+        );
     }
 
     #[test]

@@ -95,6 +95,7 @@ async fn with_history(
 /// never fatal: the run's own outcome is what the exit code reports.
 pub async fn push_metrics(settings: &Settings, url: &str, job: &str) {
     let target = format!("{}/metrics/job/{job}", url.trim_end_matches('/'));
+    let shown = crate::http::redact(&target);
     let client = match reqwest::Client::builder()
         .user_agent(crate::http::user_agent())
         .timeout(settings.http.timeout)
@@ -114,11 +115,11 @@ pub async fn push_metrics(settings: &Settings, url: &str, job: &str) {
         .send()
         .await
     {
-        Ok(r) if r.status().is_success() => tracing::info!(url = %target, "pushed the metrics"),
+        Ok(r) if r.status().is_success() => tracing::info!(url = %shown, "pushed the metrics"),
         Ok(r) => {
-            tracing::error!(url = %target, status = r.status().as_u16(), "the Pushgateway refused the metrics")
+            tracing::error!(url = %shown, status = r.status().as_u16(), "the Pushgateway refused the metrics")
         }
-        Err(e) => tracing::error!(url = %target, "cannot push the metrics: {e}"),
+        Err(e) => tracing::error!(url = %shown, "cannot push the metrics: {e}"),
     }
 }
 

@@ -130,12 +130,14 @@ pub async fn fetch(
             let fetched = download(http, url, previous).await?;
             match fetched {
                 Some((content, validators)) => Ok(Fetched {
-                    location: url.clone(),
+                    location: crate::http::redact(url),
                     found_by: "pinned url".into(),
                     validators,
                     content,
                 }),
-                None => Err(SourceError::UrlNotFound { url: url.clone() }),
+                None => Err(SourceError::UrlNotFound {
+                    url: crate::http::redact(url),
+                }),
             }
         }
         SourceSpec::DownloadCenter {
@@ -202,7 +204,7 @@ async fn download(
     previous: Option<&PreviousDownload>,
 ) -> Result<Option<(Content, Validators)>, SourceError> {
     let validators = previous
-        .filter(|p| p.url == url && !p.validators.is_empty())
+        .filter(|p| p.url == crate::http::redact(url) && !p.validators.is_empty())
         .map(|p| &p.validators);
     match http.get(url, validators).await? {
         Fetch::Body { body, validators } => Ok(Some((Content::Bytes(body), validators))),
@@ -230,7 +232,7 @@ async fn discover(
             Ok(Some(text)) => match find_link(&text, cloud, download_base) {
                 Some(link) => match download(http, &link, previous).await {
                     Ok(Some((content, validators))) => {
-                        tracing::info!(url = %link, strategy = page, "found the feed URL on the {page} page");
+                        tracing::info!(url = %crate::http::redact(&link), strategy = page, "found the feed URL on the {page} page");
                         return Ok(Fetched {
                             location: link,
                             found_by: format!("{page} page"),

@@ -313,3 +313,38 @@ fn plain_http_to_a_remote_host_is_a_config_error() {
     );
     assert!(!dir.db().exists());
 }
+
+#[test]
+fn a_pinned_urls_sas_token_never_reaches_output_or_the_database() {
+    let feed = feed_2025();
+    let server = FakeServer::start(move |req| match req.path_only() {
+        "/tags/ServiceTags.json" => Response::json(200, feed.to_vec()),
+        _ => Response::new(404, ""),
+    });
+    let dir = TestDir::new();
+    let secret = "sig=Zm9vYmFyU0VDUkVUc2lnbmF0dXJl";
+    for (path, code) in [("/tags/ServiceTags.json", 0), ("/tags/missing.json", 3)] {
+        let url = format!(
+            "{}{path}?sv=2024-11-04&se=2027-01-01&sr=b&sp=r&{secret}",
+            server.base()
+        );
+        let run = dir.run(&["--output", "json", "-vv", "sync", "--feed-url", &url]);
+        run.assert_code(code);
+        assert!(
+            !run.stdout.contains(secret) && !run.stderr.contains(secret),
+            "SAS token leaked:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+    }
+    let db = std::fs::read(dir.db()).expect("db");
+    let wal = std::fs::read(dir.path("tagsync.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(
+            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "SAS token in the database"
+        );
+    }
+    // The request itself carried the token.
+    assert!(server.requests()[0].path.contains(secret));
+}
