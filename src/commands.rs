@@ -410,17 +410,9 @@ async fn adopt(
         let run = history.latest_snapshot_run().await?.ok_or_else(|| {
             Error::Usage("the history has no snapshots yet; run `tagsync sync` first".into())
         })?;
-        let names: Vec<String> = history
-            .run_snapshots(run)
-            .await?
-            .into_iter()
-            .map(|(n, _, _)| n)
-            .collect();
-        let states = history.run_tags(run, &names).await?.unwrap_or_default();
-        let tags =
-            crate::reconcile::select_states(&target.selection, &states).map_err(Error::Usage)?;
-        let desired =
-            crate::reconcile::desired_prefixes(&target.selection, &tags).map_err(Error::Usage)?;
+        let states = history.run_snapshots(run).await?;
+        let (_, desired) =
+            crate::reconcile::select(&target.selection, &states).map_err(Error::Usage)?;
         let caps = adapter.capabilities(target);
         crate::targets::rule_forms(
             &adapter.admissible(&desired, target).rules.aggregate(),
@@ -549,15 +541,15 @@ async fn diff_runs(history: &History, args: &DiffArgs) -> Result<render::Diff, E
     let after = history.run_snapshots(to).await?;
     let mut tags = Vec::new();
     let names: std::collections::BTreeSet<&String> =
-        before.iter().chain(&after).map(|(n, _, _)| n).collect();
+        before.iter().chain(&after).map(|t| &t.name).collect();
     for name in names {
         if args.tag.as_ref().is_some_and(|t| t != name) {
             continue;
         }
-        let find = |set: &[(String, u64, PrefixSet)]| {
+        let find = |set: &[crate::history::TagState]| {
             set.iter()
-                .find(|(n, _, _)| n == name)
-                .map(|(_, c, p)| (*c, p.clone()))
+                .find(|t| &t.name == name)
+                .map(|t| (t.change_number, t.prefixes.clone()))
         };
         tags.push(render::TagDiff::new(name, find(&before), find(&after)));
     }

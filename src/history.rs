@@ -283,35 +283,6 @@ impl History {
         }))
     }
 
-    /// The latest snapshot of each of `tags` recorded by run `run_id`, if
-    /// that run recorded them all (used when the server answers 304).
-    pub async fn run_tags(
-        &self,
-        run_id: i64,
-        tags: &[String],
-    ) -> Result<Option<Vec<TagState>>, HistoryError> {
-        let mut out = Vec::with_capacity(tags.len());
-        for tag in tags {
-            let row = sqlx::query(
-                "SELECT s.region, s.change_number, p.prefixes FROM snapshots s
-                 JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.run_id = ?1 AND s.tag = ?2",
-            )
-            .bind(run_id)
-            .bind(tag)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-            let Some(row) = row else { return Ok(None) };
-            out.push(TagState {
-                name: tag.clone(),
-                region: row.get(0),
-                change_number: row.get::<i64, _>(1) as u64,
-                prefixes: PrefixSet::from_lines(row.get::<&str, _>(2)).map_err(|e| self.err(e))?,
-            });
-        }
-        Ok(Some(out))
-    }
-
     /// Records a successful run and its snapshots in one transaction, and
     /// returns what changed for each tag.
     pub async fn record_success(
@@ -471,13 +442,11 @@ impl History {
             .map_err(|e| self.err(e))
     }
 
-    /// The snapshots recorded by a run: tag name to prefix set.
-    pub async fn run_snapshots(
-        &self,
-        run_id: i64,
-    ) -> Result<Vec<(String, u64, PrefixSet)>, HistoryError> {
+    /// The snapshots a run recorded, one query (the 304 path, `adopt`,
+    /// `diff`). A run without snapshots is an error naming it.
+    pub async fn run_snapshots(&self, run_id: i64) -> Result<Vec<TagState>, HistoryError> {
         let rows = sqlx::query(
-            "SELECT s.tag, s.change_number, p.prefixes FROM snapshots s
+            "SELECT s.tag, s.region, s.change_number, p.prefixes FROM snapshots s
              JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.run_id = ?1 ORDER BY s.tag",
         )
         .bind(run_id)
@@ -491,11 +460,13 @@ impl History {
         }
         rows.iter()
             .map(|r| {
-                Ok((
-                    r.get::<String, _>(0),
-                    r.get::<i64, _>(1) as u64,
-                    PrefixSet::from_lines(r.get::<&str, _>(2)).map_err(|e| self.err(e))?,
-                ))
+                Ok(TagState {
+                    name: r.get(0),
+                    region: r.get(1),
+                    change_number: r.get::<i64, _>(2) as u64,
+                    prefixes: PrefixSet::from_lines(r.get::<&str, _>(3))
+                        .map_err(|e| self.err(e))?,
+                })
             })
             .collect()
     }

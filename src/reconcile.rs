@@ -105,84 +105,61 @@ struct Ctx {
     opts: ReconcileOptions,
 }
 
-/// The tags of `states` a selection picks (the feed run resolved and
-/// recorded every target's selection, so they are all there).
-pub fn select_states<'a>(
+/// What a selection takes from a run's recorded tags: the tags it picks
+/// (the named tags, or their sub-tags for the regions; with
+/// `include_unassigned` also the global tag, for the prefixes no sub-tag
+/// carries) and the prefixes they give. The feed run resolved and recorded
+/// every target's selection, so a missing tag is an error.
+pub fn select<'a>(
     selection: &TagSelection,
     states: &'a [TagState],
-) -> Result<Vec<&'a TagState>, String> {
-    let mut out = Vec::new();
+) -> Result<(Vec<&'a TagState>, PrefixSet), String> {
+    let mut tags: Vec<&TagState> = Vec::new();
+    let mut desired = PrefixSet::new();
     for base in &selection.tags {
-        if selection.regions.is_empty() {
-            let tag = states
+        let global = || {
+            states
                 .iter()
                 .find(|s| &s.name == base)
-                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))?;
-            out.push(tag);
+                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))
+        };
+        if selection.regions.is_empty() {
+            let g = global()?;
+            desired = desired.union(&g.prefixes);
+            tags.push(g);
             continue;
         }
+        let prefix = format!("{base}.");
+        let regional: Vec<&TagState> = states
+            .iter()
+            .filter(|s| s.name.starts_with(&prefix))
+            .collect();
         for region in &selection.regions {
-            let found: Vec<&TagState> = states
+            let found: Vec<&TagState> = regional
                 .iter()
-                .filter(|s| {
-                    s.name.starts_with(&format!("{base}."))
-                        && crate::tags::region_matches(base, &s.name, &s.region, region)
-                })
+                .copied()
+                .filter(|s| crate::tags::region_matches(base, &s.name, &s.region, region))
                 .collect();
             if found.is_empty() {
                 return Err(format!(
                     "no sub-tag of `{base}` for region `{region}` was recorded by this run"
                 ));
             }
-            out.extend(found);
-        }
-        if selection.include_unassigned {
-            let prefix = format!("{base}.");
-            out.extend(
-                states
-                    .iter()
-                    .filter(|s| &s.name == base || s.name.starts_with(&prefix)),
-            );
-        }
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    Ok(out)
-}
-
-/// The prefixes a selection asks for: its tags' prefixes, plus with
-/// `include_unassigned` the global tag's prefixes that no sub-tag carries.
-pub fn desired_prefixes(selection: &TagSelection, tags: &[&TagState]) -> Result<PrefixSet, String> {
-    let mut out = PrefixSet::new();
-    for base in &selection.tags {
-        let prefix = format!("{base}.");
-        let regional: Vec<&TagState> = tags
-            .iter()
-            .copied()
-            .filter(|t| t.name.starts_with(&prefix))
-            .collect();
-        let picked = tags.iter().filter(|t| {
-            if selection.regions.is_empty() {
-                &t.name == base
-            } else {
-                t.name.starts_with(&prefix)
-                    && selection
-                        .regions
-                        .iter()
-                        .any(|r| crate::tags::region_matches(base, &t.name, &t.region, r))
+            for t in found {
+                desired = desired.union(&t.prefixes);
+                tags.push(t);
             }
-        });
-        out = picked.fold(out, |acc, t| acc.union(&t.prefixes));
+        }
         if selection.include_unassigned {
-            let global = tags
-                .iter()
-                .find(|t| &t.name == base)
-                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))?;
-            let subs: Vec<&PrefixSet> = regional.iter().map(|t| &t.prefixes).collect();
-            out = out.union(&crate::tags::unassigned(&global.prefixes, &subs));
+            let g = global()?;
+            let subs: Vec<&PrefixSet> = regional.iter().map(|s| &s.prefixes).collect();
+            desired = desired.union(&crate::tags::unassigned(&g.prefixes, &subs));
+            tags.push(g);
         }
     }
-    Ok(out)
+    tags.sort_by(|a, b| a.name.cmp(&b.name));
+    tags.dedup_by(|a, b| a.name == b.name);
+    Ok((tags, desired))
 }
 
 /// Plans (and unless dry-run, applies) every target, `concurrency` at a time.
@@ -234,15 +211,11 @@ async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> T
     let started_at = now();
     let adapter = target.adapter;
     let mut report = TargetReport::new(target);
-    let tags = match select_states(&target.selection, states) {
+    let (tags, desired_raw) = match select(&target.selection, states) {
         Ok(t) => t,
         Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
     };
     report.tags = tags.iter().map(|t| t.name.clone()).collect();
-    let desired_raw = match desired_prefixes(&target.selection, &tags) {
-        Ok(d) => d,
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
-    };
     let admissible = adapter.admissible(&desired_raw, target);
     report.warnings.extend(admissible.dropped.iter().cloned());
 
@@ -806,5 +779,59 @@ fn record_target_metrics(r: &TargetReport) {
     }
     if !r.drift.is_empty() {
         m.target_drift.with_label_values(&[name]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(name: &str, region: &str, prefixes: &[&str]) -> TagState {
+        TagState {
+            name: name.into(),
+            region: region.into(),
+            change_number: 1,
+            prefixes: PrefixSet::parse_all(prefixes.iter().copied())
+                .expect("valid")
+                .0,
+        }
+    }
+
+    #[test]
+    fn select_picks_only_the_regions_asked_for_plus_the_unassigned_prefixes() {
+        let states = vec![
+            state(
+                "AzureDigitalTwins",
+                "",
+                &["20.0.0.0/29", "20.0.1.0/29", "20.0.9.0/29"],
+            ),
+            state(
+                "AzureDigitalTwins.FranceCentral",
+                "centralfrance",
+                &["20.0.0.0/29"],
+            ),
+            state(
+                "AzureDigitalTwins.NorthEurope",
+                "northeurope",
+                &["20.0.1.0/29"],
+            ),
+        ];
+        let mut sel = TagSelection::new(
+            vec!["AzureDigitalTwins".into()],
+            vec!["francecentral".into()],
+        );
+        sel.include_unassigned = true;
+        let (tags, desired) = select(&sel, &states).expect("selects");
+        let names: Vec<&str> = tags.iter().map(|t| t.name.as_str()).collect();
+        // North Europe is not selected: it must not be reported (nor warned about).
+        assert_eq!(
+            names,
+            vec!["AzureDigitalTwins", "AzureDigitalTwins.FranceCentral"]
+        );
+        // France Central's prefix and the one no region carries; not North Europe's.
+        assert_eq!(desired.to_lines(), "20.0.0.0/29\n20.0.9.0/29");
+
+        let missing = TagSelection::new(vec!["AzureDigitalTwins".into()], vec!["mars".into()]);
+        assert!(select(&missing, &states).unwrap_err().contains("`mars`"));
     }
 }

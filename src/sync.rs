@@ -176,9 +176,12 @@ async fn fetch_and_select(
         // The file is the one the last good run used. Reuse its snapshots when
         // that run followed the same selection; otherwise download it again.
         if let Some(last) = last.as_ref().filter(|l| l.selection == run.selection) {
-            let names = history.run_snapshots(last.id).await?;
-            let names: Vec<String> = names.into_iter().map(|(n, _, _)| n).collect();
-            if let Some(tags) = history.run_tags(last.id, &names).await? {
+            let recorded = match history.run_snapshots(last.id).await {
+                Ok(tags) => Some(tags),
+                Err(crate::history::HistoryError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(tags) = recorded {
                 tracing::info!(url = %fetched.location, "the feed is unchanged since the last run (HTTP 304)");
                 run.not_modified = true;
                 run.change_number = last.change_number;

@@ -175,7 +175,10 @@ impl ArmClient {
         api_version: &str,
         action: &str,
     ) -> Result<Value, ArmError> {
-        self.fetch(path, api_version, action).await
+        let full = format!("{path}?api-version={api_version}");
+        self.request(Method::GET, &full, None, action)
+            .await
+            .map(|(_, v)| v)
     }
 
     pub async fn put(
@@ -232,15 +235,6 @@ impl ArmClient {
         Ok(value)
     }
 
-    /// A plain GET without long-running-operation handling (the poll's
-    /// final read).
-    async fn fetch(&self, path: &str, api_version: &str, action: &str) -> Result<Value, ArmError> {
-        let full = format!("{path}?api-version={api_version}");
-        self.request(Method::GET, &full, None, action)
-            .await
-            .map(|(_, v)| v)
-    }
-
     /// Follows a long-running operation to its end, then returns the
     /// resource (from the final poll, or a fresh GET).
     async fn poll(
@@ -266,7 +260,7 @@ impl ArmClient {
                 wait = answer.retry_after.unwrap_or(wait);
                 match status["status"].as_str().unwrap_or_default() {
                     "Succeeded" => {
-                        return self.fetch(path, api_version, action).await;
+                        return self.get(path, api_version, action).await;
                     }
                     "Failed" | "Canceled" => {
                         let (code, message) = error_fields(&status);
@@ -290,14 +284,14 @@ impl ArmClient {
                 let (answer, value) = self.request(Method::GET, p, None, action).await?;
                 if !answer.status_pending {
                     return if value.is_null() {
-                        self.fetch(path, api_version, action).await
+                        self.get(path, api_version, action).await
                     } else {
                         Ok(value)
                     };
                 }
                 wait = answer.retry_after.unwrap_or(wait);
             } else {
-                return self.fetch(path, api_version, action).await;
+                return self.get(path, api_version, action).await;
             }
         }
     }

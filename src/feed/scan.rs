@@ -136,8 +136,8 @@ impl<R: Read> Window<R> {
             if self.pos == self.end {
                 match self.reader.read(&mut self.buf) {
                     Ok(0) => {
-                        // Input ended inside what looked like a BOM: give back
-                        // what was read so the caller sees the bytes.
+                        // The input is one or two bytes of a BOM and nothing
+                        // else: not a feed.
                         return Err(FeedError::Malformed {
                             detail: "the input is only a partial byte order mark".into(),
                         });

@@ -284,6 +284,9 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
             } else {
                 ip.len()
             };
+            // The limit is Azure's (FACTS.md 3, 4); the message text is ours:
+            // no recording shows the real one, and tagsync only relies on the
+            // 400 and on passing Azure's text through.
             if count > 128 {
                 return arm_error(
                     400,
