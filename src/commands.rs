@@ -478,12 +478,12 @@ async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
 async fn fetch_content(settings: &Settings) -> Result<Content, Error> {
     Ok(match &settings.source {
         // The common offline case streams the file without a digest.
-        crate::config::SourceSpec::File(path) => Content::File(path.clone()),
+        crate::feed::source::SourceSpec::File(path) => Content::File(path.clone()),
         spec => {
             let http = HttpClient::new(settings.http.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let arm = match spec {
-                crate::config::SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
+                crate::feed::source::SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
                 _ => None,
             };
             source::fetch(spec, settings.cloud, &http, arm.as_ref(), None)
@@ -546,7 +546,7 @@ async fn diff_runs(history: &History, args: &DiffArgs) -> Result<render::Diff, E
         if args.tag.as_ref().is_some_and(|t| t != name) {
             continue;
         }
-        let find = |set: &[crate::history::TagState]| {
+        let find = |set: &[crate::tags::TagState]| {
             set.iter()
                 .find(|t| &t.name == name)
                 .map(|t| (t.change_number, t.prefixes.clone()))

@@ -12,6 +12,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::azure::CloudEndpoints;
+use crate::feed::source::SourceSpec;
+use crate::fit::Overflow;
+use crate::http::HttpSettings;
 use crate::azure::arm::ArmSettings;
 use crate::azure::auth::{AuthMethod, AuthSettings};
 use crate::feed::Cloud;
@@ -95,17 +98,6 @@ pub struct PolicySection {
     pub max_removal_ratio: f64,
     /// What to do when the tags do not fit a target's budget.
     pub overflow: Overflow,
-}
-
-/// What to do when the selected prefixes do not fit a target's budget.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Overflow {
-    /// Refuse the target, with the numbers and the alternatives.
-    #[default]
-    Fail,
-    /// Cover the prefixes with the fewest extra addresses the budget allows.
-    Summarize,
 }
 
 impl Default for PolicySection {
@@ -631,42 +623,6 @@ fn check_base_url(key: &str, url: &str) -> Result<(), ConfigError> {
     crate::http::check_url_allowed(url)
         .map(drop)
         .map_err(|why| ConfigError(format!("{key}: {why}")))
-}
-
-/// The validated feed source.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    DownloadCenter {
-        landing_base: String,
-        download_base: String,
-    },
-    Url(String),
-    File(PathBuf),
-    DiscoveryApi {
-        subscription: String,
-        location: String,
-    },
-}
-
-impl SourceSpec {
-    pub fn kind(&self) -> SourceKind {
-        match self {
-            SourceSpec::DownloadCenter { .. } => SourceKind::DownloadCenter,
-            SourceSpec::Url(_) => SourceKind::Url,
-            SourceSpec::File(_) => SourceKind::File,
-            SourceSpec::DiscoveryApi { .. } => SourceKind::DiscoveryApi,
-        }
-    }
-}
-
-/// HTTP behaviour for feed downloads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSettings {
-    pub connect_timeout: Duration,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub retry_backoff: Duration,
-    pub max_bytes: u64,
 }
 
 /// Azure access settings.

@@ -24,6 +24,17 @@ use serde::{Deserialize, Serialize};
 use crate::prefix::PrefixSet;
 
 /// How a target's rules are counted.
+/// What to do when the selected prefixes do not fit a target's budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overflow {
+    /// Refuse the target, with the numbers and the alternatives.
+    #[default]
+    Fail,
+    /// Cover the prefixes with the fewest extra addresses the budget allows.
+    Summarize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CostModel {
     /// An IPv4 /31 is written as two single-address rules (Storage).

@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -20,8 +19,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::feed::source::hex;
+use crate::digest::sha256_hex;
 use crate::prefix::PrefixSet;
+use crate::tags::TagState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
@@ -127,15 +127,6 @@ pub struct NewRun {
     pub allow_regression: bool,
     /// The selection as configured, as JSON (what this run was asked for).
     pub selection: String,
-}
-
-/// One tag's state in a run.
-#[derive(Debug, Clone)]
-pub struct TagState {
-    pub name: String,
-    pub region: String,
-    pub change_number: u64,
-    pub prefixes: PrefixSet,
 }
 
 /// What a recorded snapshot changed against the previous one of its tag.
@@ -524,7 +515,7 @@ async fn insert_snapshot(
     tag: &TagState,
 ) -> Result<TagChange, sqlx::Error> {
     let text = tag.prefixes.to_lines();
-    let sha = hex(&Sha256::digest(text.as_bytes()));
+    let sha = sha256_hex(text.as_bytes());
     sqlx::query(
         "INSERT INTO prefix_sets (sha256, ipv4_count, ipv6_count, prefixes) VALUES (?1, ?2, ?3, ?4)
          ON CONFLICT (sha256) DO NOTHING",

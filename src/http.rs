@@ -12,7 +12,15 @@ use std::time::Duration;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
-use crate::config::HttpSettings;
+/// HTTP behaviour for feed downloads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub retry_backoff: Duration,
+    pub max_bytes: u64,
+}
 
 /// The longest `Retry-After` tagsync will sleep for before giving up.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);

@@ -38,6 +38,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod digest;
 pub mod error;
 pub mod feed;
 pub mod fit;

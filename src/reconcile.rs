@@ -15,7 +15,8 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use crate::azure::arm::ArmClient;
-use crate::history::{History, TagState, now};
+use crate::history::{History, now};
+use crate::tags::TagState;
 use crate::ledger::ApplyRecord;
 use crate::plan::{Policy, TargetPlan, plan};
 use crate::prefix::PrefixSet;
@@ -654,7 +655,7 @@ pub fn fit_target(
     room: usize,
     location: Option<&str>,
 ) -> Fitted {
-    use crate::config::Overflow;
+    use crate::fit::Overflow;
     use crate::fit::{CostModel, summarize};
     let exact = admissible.aggregate();
     let cost = CostModel {

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{Settings, SourceSpec};
+use crate::config::Settings;
+use crate::feed::source::SourceSpec;
 use crate::feed::{ScannedFeed, ServiceTag};
 use crate::history::{RunEntry, TagChange};
 use crate::prefix::PrefixSet;
@@ -647,7 +648,7 @@ pub struct ConfiguredTarget {
     pub resource_id: String,
     pub tags: Vec<String>,
     pub regions: Vec<String>,
-    pub overflow: crate::config::Overflow,
+    pub overflow: crate::fit::Overflow,
 }
 
 impl ConfigReport {
@@ -664,7 +665,7 @@ impl ConfigReport {
         Self {
             config_file: file.map(|p| p.display().to_string()),
             valid: true,
-            source: s.source.kind().as_str().to_owned(),
+            source: s.source.name().to_owned(),
             location,
             cloud: s.cloud.as_str().to_owned(),
             tags: s.selection.tags.clone(),

@@ -149,7 +149,7 @@ pub fn select_targets(settings: &Settings, names: &[String]) -> Result<Vec<Targe
 pub fn uses_discovery(settings: &Settings) -> bool {
     matches!(
         settings.source,
-        crate::config::SourceSpec::DiscoveryApi { .. }
+        crate::feed::source::SourceSpec::DiscoveryApi { .. }
     )
 }
 

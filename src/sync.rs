@@ -9,7 +9,8 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::feed::ServiceTag;
 use crate::feed::source::{self, Content, PreviousDownload};
-use crate::history::{History, NewRun, RecordedRun, TagState};
+use crate::history::{History, NewRun, RecordedRun};
+use crate::tags::TagState;
 use crate::http::{HttpClient, Validators};
 
 #[derive(Debug, Clone, Default)]
@@ -53,7 +54,7 @@ pub async fn run_feed(
 ) -> Result<FeedRun, Error> {
     let mut run = NewRun {
         started_at: crate::history::now(),
-        source: settings.source.kind().as_str().to_owned(),
+        source: settings.source.name().to_owned(),
         cloud: settings.cloud.feed_name().to_owned(),
         allow_regression: opts.allow_regression,
         selection: selection_json(settings),

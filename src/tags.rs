@@ -14,6 +14,15 @@
 use crate::feed::{FeedError, ScannedFeed, ServiceTag};
 use crate::prefix::PrefixSet;
 
+/// One tag as recorded in a run: what targets are planned from.
+#[derive(Debug, Clone)]
+pub struct TagState {
+    pub name: String,
+    pub region: String,
+    pub change_number: u64,
+    pub prefixes: PrefixSet,
+}
+
 /// What to follow, as configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TagSelection {

@@ -16,10 +16,37 @@ use time::{Date, Duration as TimeDuration, OffsetDateTime};
 
 use super::{Cloud, FeedError, ScannedFeed, scan};
 use crate::azure::arm::ArmClient;
-use crate::config::SourceSpec;
+use crate::digest::hex;
 use crate::http::{Fetch, HttpClient, HttpError, Validators};
 
 /// A download that was made before, for conditional GET.
+/// The validated feed source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    DownloadCenter {
+        landing_base: String,
+        download_base: String,
+    },
+    Url(String),
+    File(PathBuf),
+    DiscoveryApi {
+        subscription: String,
+        location: String,
+    },
+}
+
+impl SourceSpec {
+    /// The source's name in the history and in reports.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SourceSpec::DownloadCenter { .. } => "download-center",
+            SourceSpec::Url(_) => "url",
+            SourceSpec::File(_) => "file",
+            SourceSpec::DiscoveryApi { .. } => "discovery-api",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PreviousDownload {
     pub url: String,
@@ -448,16 +475,6 @@ impl<R: Read> Read for MeteredReader<R> {
         }
         Ok(n)
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }
 
 #[cfg(test)]

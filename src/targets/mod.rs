@@ -18,10 +18,8 @@ use std::net::IpAddr;
 use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::azure::arm::{ArmClient, ArmError};
-use crate::feed::source::hex;
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
 
@@ -81,7 +79,7 @@ pub struct TargetSpec {
     pub max_rules: Option<usize>,
     pub removal_grace: std::time::Duration,
     pub max_removal_ratio: f64,
-    pub overflow: crate::config::Overflow,
+    pub overflow: crate::fit::Overflow,
     pub fit_bounds: crate::fit::Bounds,
 }
 
@@ -135,7 +133,7 @@ pub struct LiveState {
 
 impl LiveState {
     pub fn fingerprint_of(raw: &Value) -> String {
-        hex(&Sha256::digest(raw.to_string().as_bytes()))
+        crate::digest::sha256_hex(raw.to_string().as_bytes())
     }
 }
 
@@ -174,7 +172,7 @@ pub trait Adapter: Send + Sync {
         &self,
         _live: &LiveState,
         _facts: &ResourceFacts,
-        _tags: &[&crate::history::TagState],
+        _tags: &[&crate::tags::TagState],
     ) -> Vec<String> {
         Vec::new()
     }

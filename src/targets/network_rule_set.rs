@@ -45,7 +45,7 @@ impl Adapter for NamespaceAdapter {
         &self,
         live: &LiveState,
         _facts: &ResourceFacts,
-        _tags: &[&crate::history::TagState],
+        _tags: &[&crate::tags::TagState],
     ) -> Vec<String> {
         if live.trusted_service_access == Some(true) {
             vec!["trusted Microsoft services access is enabled: Azure Digital Twins with a system-assigned identity may not need IP rules".into()]

@@ -70,7 +70,7 @@ impl Adapter for Storage {
         &self,
         _live: &LiveState,
         facts: &ResourceFacts,
-        tags: &[&crate::history::TagState],
+        tags: &[&crate::tags::TagState],
     ) -> Vec<String> {
         let Some(loc) = &facts.location else {
             return Vec::new();
@@ -156,7 +156,7 @@ impl Adapter for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::TagState;
+    use crate::tags::TagState;
 
     #[test]
     fn warns_when_the_account_is_in_the_region_of_a_selected_sub_tag() {
