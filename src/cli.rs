@@ -86,16 +86,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct SyncArgs {
-    /// Read the feed from this file instead of the configured source.
-    #[arg(long, value_name = "FILE", conflicts_with = "feed_url")]
-    pub feed_file: Option<PathBuf>,
-    /// Download the feed from this URL instead of the configured source.
-    #[arg(long, value_name = "URL")]
-    pub feed_url: Option<String>,
-    /// Accept a feed whose changeNumber is lower than the last recorded one
-    /// (recorded with the run).
-    #[arg(long)]
-    pub allow_regression: bool,
+    #[command(flatten)]
+    pub feed: FeedArgs,
     /// Plan and print, then stop: no write to any target.
     #[arg(long)]
     pub dry_run: bool,
@@ -125,9 +117,24 @@ pub struct PlanArgs {
     /// Plan as if --force were given (lifts the removal-ratio guard).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub feed: FeedArgs,
+}
+
+/// Where a run's feed comes from, and whether a regression is accepted
+/// (`sync` and `plan`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct FeedArgs {
     /// Read the feed from this file instead of the configured source.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "feed_url")]
     pub feed_file: Option<PathBuf>,
+    /// Download the feed from this URL instead of the configured source.
+    #[arg(long, value_name = "URL")]
+    pub feed_url: Option<String>,
+    /// Accept a feed whose changeNumber is lower than the last recorded one
+    /// (recorded with the run).
+    #[arg(long)]
+    pub allow_regression: bool,
 }
 
 #[derive(Debug, Args)]
@@ -164,6 +171,9 @@ pub struct DaemonArgs {
 pub struct ApplyArgs {
     /// A plan saved by `tagsync plan --out`.
     pub plan: PathBuf,
+    /// Only these targets of the plan (repeatable; default all).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,23 +8,22 @@ use clap::Parser;
 use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
-use crate::azure::arm::ArmClient;
 use crate::cli::{
-    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedCommand, FeedRegionsArgs, FeedShowArgs,
-    HistoryArgs, LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs, TargetsCheckArgs,
-    TargetsCommand,
+    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedArgs, FeedCommand, FeedRegionsArgs,
+    FeedShowArgs, HistoryArgs, LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs,
+    TargetsCheckArgs, TargetsCommand,
 };
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
-use crate::feed::source::{self, Content};
+use crate::feed::source::{self, Content, SourceSpec};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::prefix::PrefixSet;
-use crate::reconcile::{PLAN_FORMAT, PlanDocument, ReconcileOptions, reconcile};
+use crate::reconcile::Outcome;
 use crate::render;
-use crate::run::{RunOptions, arm_client, push_metrics, run_once, select_targets, targets_exit};
-use crate::sync::{SyncOptions, run_feed};
-use crate::targets::TargetSpec;
+use crate::run::{
+    Mode, PLAN_FORMAT, PlanDocument, RunOptions, RunReport, arm_client, execute, push_metrics,
+};
 
 /// The whole program: parse, run, exit.
 pub fn main() -> ExitCode {
@@ -122,19 +121,27 @@ fn settings(cli: &Cli, adjust: impl FnOnce(&mut ConfigFile)) -> Result<Settings,
     Ok(file.validate()?)
 }
 
-fn feed_override(
-    file: &mut ConfigFile,
-    feed_file: Option<&std::path::PathBuf>,
-    feed_url: Option<&String>,
-) {
-    if let Some(path) = feed_file {
+fn feed_override(file: &mut ConfigFile, feed: &FeedArgs) {
+    if let Some(path) = &feed.feed_file {
         file.feed.source = SourceKind::File;
         file.feed.file = Some(path.clone());
     }
-    if let Some(url) = feed_url {
+    if let Some(url) = &feed.feed_url {
         file.feed.source = SourceKind::Url;
         file.feed.url = Some(url.clone());
     }
+}
+
+/// Only `--feed-file`, for the commands that read a feed without
+/// recording it.
+fn feed_file_override(file: &mut ConfigFile, path: Option<&std::path::PathBuf>) {
+    feed_override(
+        file,
+        &FeedArgs {
+            feed_file: path.cloned(),
+            ..FeedArgs::default()
+        },
+    );
 }
 
 fn emit<T: Serialize>(
@@ -156,22 +163,36 @@ fn emit<T: Serialize>(
 }
 
 async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
-    let settings = settings(cli, |f| {
-        feed_override(f, args.feed_file.as_ref(), args.feed_url.as_ref())
-    })?;
+    let settings = settings(cli, |f| feed_override(f, &args.feed))?;
     let opts = RunOptions {
-        allow_regression: args.allow_regression,
-        dry_run: args.dry_run,
+        allow_regression: args.feed.allow_regression,
         force: args.force,
         targets: args.targets.clone(),
     };
-    let result = run_once(&settings, &opts).await;
+    let mode = if args.dry_run {
+        Mode::Plan
+    } else {
+        Mode::Apply
+    };
+    let result = execute(&settings, &mode, &opts).await;
     if let Some(url) = &args.pushgateway {
         push_metrics(&settings, url, &args.push_job).await;
     }
-    let report = result?;
+    let run = result?;
+    let report = sync_report(&run)?;
     emit(cli.output, &report, render::sync_human)?;
-    Ok(targets_exit(&report.targets))
+    Ok(run.exit_code())
+}
+
+/// The `sync` output of a run that recorded the feed.
+fn sync_report(run: &RunReport) -> Result<render::SyncReport, Error> {
+    let feed = run
+        .feed
+        .as_ref()
+        .ok_or_else(|| Error::Internal("a feed run reported no feed".into()))?;
+    let mut report = render::SyncReport::new(feed);
+    report.targets = run.reports();
+    Ok(report)
 }
 
 async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Error> {
@@ -193,60 +214,21 @@ async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Erro
 }
 
 async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
-    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), None))?;
-    let targets = select_targets(&settings, &args.targets)?;
-    if targets.is_empty() {
-        return Err(Error::Usage(
-            "no targets are configured: add [[targets]] to the configuration".into(),
-        ));
-    }
-    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let http =
-        HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
-    let arm = arm_client(&settings);
-    let run = match &arm {
-        Ok(arm) => {
-            run_feed(
-                &settings,
-                &history,
-                &http,
-                Some(arm),
-                &SyncOptions::default(),
-            )
-            .await
-        }
-        Err(e) => Err(Error::Azure(e.to_string())),
+    let settings = settings(cli, |f| feed_override(f, &args.feed))?;
+    let opts = RunOptions {
+        allow_regression: args.feed.allow_regression,
+        force: args.force,
+        targets: args.targets.clone(),
     };
-    let result = match (run, arm) {
-        (Ok(run), Ok(arm)) => {
-            let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
-            let ropts = ReconcileOptions {
-                dry_run: true,
-                force: args.force,
-            };
-            let reports = reconcile(
-                &targets,
-                &states,
-                &history,
-                &arm,
-                Some(run.recorded.run_id),
-                settings.azure.concurrency,
-                &ropts,
-            )
-            .await;
-            Ok(PlanDocument {
-                format: PLAN_FORMAT,
-                created_at: crate::history::now(),
-                run_id: run.recorded.run_id,
-                change_number: run.feed.change_number,
-                targets: reports,
-            })
-        }
-        (Err(e), _) | (_, Err(e)) => Err(e),
+    let run = execute(&settings, &Mode::Plan, &opts).await?;
+    let feed = sync_report(&run)?;
+    let doc = PlanDocument {
+        format: PLAN_FORMAT,
+        created_at: crate::history::now(),
+        run_id: feed.run_id,
+        change_number: feed.feed.change_number,
+        targets: run.reports(),
     };
-    history.close().await;
-    let doc = result?;
     if let Some(path) = &args.out {
         let text =
             serde_json::to_string_pretty(&doc).map_err(|e| Error::Internal(e.to_string()))?;
@@ -254,8 +236,15 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
             Error::Usage(format!("cannot write the plan to {}: {e}", path.display()))
         })?;
     }
-    emit(cli.output, &doc, |d| render::targets_human(&d.targets))?;
-    Ok(targets_exit(&doc.targets))
+    emit(cli.output, &doc, |d| {
+        if d.targets.is_empty() {
+            // No targets: the feed summary is the whole plan.
+            render::sync_human(&feed)
+        } else {
+            render::targets_human(&d.targets)
+        }
+    })?;
+    Ok(run.exit_code())
 }
 
 async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
@@ -275,42 +264,32 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
         )));
     }
     let settings = settings(cli, |_| {})?;
-    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let arm = arm_client(&settings);
-    let reports = match arm {
-        Ok(arm) => Ok(crate::reconcile::apply_document(
-            &doc,
-            &settings.targets,
-            &history,
-            &arm,
-            settings.azure.concurrency,
-        )
-        .await),
-        Err(e) => Err(e),
+    let opts = RunOptions {
+        targets: args.targets.clone(),
+        ..RunOptions::default()
     };
-    history.close().await;
-    let reports = reports?;
+    let run = execute(&settings, &Mode::ApplySaved(doc), &opts).await?;
+    let reports = run.reports();
     emit(cli.output, &reports, |r| render::targets_human(r))?;
-    Ok(targets_exit(&reports))
+    Ok(run.exit_code())
 }
 
 async fn targets_check(cli: &Cli, args: &TargetsCheckArgs) -> Result<u8, Error> {
     let settings = settings(cli, |_| {})?;
-    let targets = select_targets(&settings, &args.targets)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let arm = match arm_client(&settings) {
-        Ok(a) => a,
-        Err(e) => {
-            history.close().await;
-            return Err(e);
-        }
+    let opts = RunOptions {
+        targets: args.targets.clone(),
+        ..RunOptions::default()
     };
+    let run = execute(&settings, &Mode::Check, &opts).await?;
     let mut checks = Vec::new();
-    for target in &targets {
-        checks.push(check_one(&history, &arm, target).await);
+    for t in &run.targets {
+        let target = settings
+            .targets
+            .iter()
+            .find(|s| s.name == t.report.name)
+            .ok_or_else(|| Error::Internal(format!("no target `{}`", t.report.name)))?;
+        checks.push(render::TargetCheck::new(target, t));
     }
-    history.close().await;
     emit(cli.output, &checks, |c| render::checks_human(c))?;
     Ok(
         if checks
@@ -324,67 +303,35 @@ async fn targets_check(cli: &Cli, args: &TargetsCheckArgs) -> Result<u8, Error> 
     )
 }
 
-async fn check_one(history: &History, arm: &ArmClient, target: &TargetSpec) -> render::TargetCheck {
-    let adapter = target.adapter;
-    let caps = adapter.capabilities(target);
-    let mut check = render::TargetCheck::new(target, caps.budget);
-    let facts = match adapter.facts(arm, target).await {
-        Ok(f) => f,
-        Err(e) => {
-            check.error = Some(e.to_string());
-            return check;
-        }
-    };
-    check.sku = facts.sku.clone();
-    check.location = facts.location.clone();
-    check.unsupported = facts.unsupported.clone();
-    let live = match adapter.read(arm, target).await {
-        Ok(l) => l,
-        Err(e) => {
-            check.error = Some(e.to_string());
-            return check;
-        }
-    };
-    let ledger = match history.ledger(target).await {
-        Ok(l) => l,
-        Err(e) => {
-            check.error = Some(e.to_string());
-            return check;
-        }
-    };
-    let foreign = crate::reconcile::foreign_rules(&live, &ledger);
-    check.ip_rules = live.rules.ip.len() + live.rules.other_ip_rules;
-    check.owned = live.rules.ip.len() - foreign.len();
-    check.foreign = foreign.len() + live.rules.other_ip_rules;
-    check.vnet_rules = live.rules.vnet_rules;
-    check.used = check.ip_rules
-        + if caps.vnet_rules_share_budget {
-            live.rules.vnet_rules
-        } else {
-            0
-        };
-    check.left = caps.budget.saturating_sub(check.used);
-    check.default_action = live.default_action.clone();
-    check.warnings = crate::reconcile::live_warnings(target, &live, &facts, &[]);
-    check
-}
-
 async fn targets_adopt(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
     let settings = settings(cli, |_| {})?;
-    let target = select_targets(&settings, std::slice::from_ref(&args.name))?
-        .into_iter()
-        .next()
+    let given = if args.prefixes.is_empty() {
+        None
+    } else {
+        Some(parse_prefix_args(&args.prefixes).map_err(Error::Usage)?)
+    };
+    let opts = RunOptions {
+        targets: vec![args.name.clone()],
+        ..RunOptions::default()
+    };
+    let run = execute(&settings, &Mode::Adopt(given), &opts).await?;
+    let t = run
+        .targets
+        .first()
         .ok_or_else(|| Error::Usage(format!("no target named `{}`", args.name)))?;
-    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let result = adopt(&settings, &history, &target, &args.prefixes).await;
-    history.close().await;
-    let adopted = result?;
-    let report = serde_json::json!({"target": target.name, "adopted": adopted});
+    if t.report.outcome == Outcome::Failed {
+        return Err(Error::Azure(format!(
+            "target `{}`: {}",
+            args.name,
+            t.report.error.as_deref().unwrap_or("failed")
+        )));
+    }
+    let adopted = &t.adopted;
+    let report = serde_json::json!({"target": args.name, "adopted": adopted});
     emit(cli.output, &report, |_| {
         format!(
             "target {}: adopted {} rules\n{}",
-            target.name,
+            args.name,
             adopted.len(),
             adopted.to_lines() + if adopted.is_empty() { "" } else { "\n" }
         )
@@ -392,49 +339,16 @@ async fn targets_adopt(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
-async fn adopt(
-    settings: &Settings,
-    history: &History,
-    target: &TargetSpec,
-    args: &[String],
-) -> Result<PrefixSet, Error> {
-    let arm = arm_client(settings)?;
-    let adapter = target.adapter;
-    let live = adapter
-        .read(&arm, target)
-        .await
-        .map_err(|e| Error::Azure(e.to_string()))?;
-    let ledger = history.ledger(target).await?;
-    let foreign = crate::reconcile::foreign_rules(&live, &ledger);
-    let adopt = if args.is_empty() {
-        let run = history.latest_snapshot_run().await?.ok_or_else(|| {
-            Error::Usage("the history has no snapshots yet; run `tagsync sync` first".into())
-        })?;
-        let states = history.run_snapshots(run).await?;
-        let (_, desired) =
-            crate::reconcile::select(&target.selection, &states).map_err(Error::Usage)?;
-        let caps = adapter.capabilities(target);
-        crate::targets::rule_forms(
-            &adapter.admissible(&desired, target).rules.aggregate(),
-            &caps,
-        )
-        .intersection(&foreign)
-    } else {
-        let wanted = crate::reconcile::parse_prefix_args(args).map_err(Error::Usage)?;
-        let absent = wanted.difference(&live.rules.ip);
-        if !absent.is_empty() {
-            return Err(Error::Usage(format!(
-                "not rules of target `{}`: {}; only live rules can be adopted",
-                target.name,
-                absent.to_strings().join(", ")
-            )));
-        }
-        wanted
-    };
-    history
-        .update_ledger(target, &adopt, &PrefixSet::new(), &adopt, true)
-        .await?;
-    Ok(adopt)
+/// Parses prefixes given on the command line.
+fn parse_prefix_args(args: &[String]) -> Result<PrefixSet, String> {
+    args.iter()
+        .map(|a| {
+            crate::prefix::parse_prefix(a)
+                .map(|(n, _)| n)
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(PrefixSet::from_nets)
 }
 
 async fn targets_release(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
@@ -444,7 +358,7 @@ async fn targets_release(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
     let prefixes = if args.prefixes.is_empty() {
         None
     } else {
-        Some(crate::reconcile::parse_prefix_args(&args.prefixes).map_err(Error::Usage)?)
+        Some(parse_prefix_args(&args.prefixes).map_err(Error::Usage)?)
     };
     let result = history.release(&args.name, prefixes.as_ref()).await;
     history.close().await;
@@ -460,7 +374,7 @@ async fn targets_release(cli: &Cli, args: &OwnershipArgs) -> Result<u8, Error> {
 }
 
 async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
-    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), None))?;
+    let settings = settings(cli, |f| feed_file_override(f, args.feed_file.as_ref()))?;
     let selection = if args.tags.is_empty() {
         settings.selection.clone()
     } else {
@@ -478,12 +392,12 @@ async fn feed_show(cli: &Cli, args: &FeedShowArgs) -> Result<u8, Error> {
 async fn fetch_content(settings: &Settings) -> Result<Content, Error> {
     Ok(match &settings.source {
         // The common offline case streams the file without a digest.
-        crate::feed::source::SourceSpec::File(path) => Content::File(path.clone()),
+        SourceSpec::File(path) => Content::File(path.clone()),
         spec => {
             let http = HttpClient::new(settings.http.clone())
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let arm = match spec {
-                crate::feed::source::SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
+                SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
                 _ => None,
             };
             source::fetch(spec, settings.cloud, &http, arm.as_ref(), None)
@@ -494,7 +408,7 @@ async fn fetch_content(settings: &Settings) -> Result<Content, Error> {
 }
 
 async fn feed_regions(cli: &Cli, args: &FeedRegionsArgs) -> Result<u8, Error> {
-    let settings = settings(cli, |f| feed_override(f, args.feed_file.as_ref(), None))?;
+    let settings = settings(cli, |f| feed_file_override(f, args.feed_file.as_ref()))?;
     let content = fetch_content(&settings).await?;
     let prefix = format!("{}.", args.tag);
     let feed = source::scan_content(&content, settings.http.max_bytes, |n| {

@@ -12,12 +12,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::azure::CloudEndpoints;
-use crate::feed::source::SourceSpec;
-use crate::fit::Overflow;
-use crate::http::HttpSettings;
 use crate::azure::arm::ArmSettings;
 use crate::azure::auth::{AuthMethod, AuthSettings};
 use crate::feed::Cloud;
+use crate::feed::source::SourceSpec;
+use crate::fit::Overflow;
+use crate::http::HttpSettings;
 use crate::tags::TagSelection;
 use crate::targets::{ResourceId, TargetSpec, adapter_of};
 

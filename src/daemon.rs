@@ -27,7 +27,8 @@ use tokio::sync::watch;
 use crate::config::Settings;
 use crate::error::{Error, exit};
 use crate::metrics::{CONTENT_TYPE, metrics};
-use crate::run::{RunOptions, run_once, targets_exit};
+use crate::reconcile::Outcome;
+use crate::run::{Mode, RunOptions, execute};
 
 /// A parsed schedule in its time zone.
 #[derive(Debug, Clone)]
@@ -173,7 +174,9 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
 }
 
 /// One scheduled run, retried with backoff while it fails and the next
-/// slot is not reached.
+/// slot is not reached. A run whose targets were only refused by a guard is
+/// not retried: the refusal repeats until the feed or the configuration
+/// changes, and each retry would record the feed again.
 async fn tick(
     settings: &Settings,
     opts: &DaemonOptions,
@@ -182,24 +185,34 @@ async fn tick(
 ) {
     let next_slot = opts.schedule.next_after(Utc::now());
     for attempt in 0..=opts.retries {
-        let result = run_once(settings, &RunOptions::default()).await;
+        let result = execute(settings, &Mode::Apply, &RunOptions::default()).await;
         health
             .last_run
             .store(Utc::now().timestamp(), Ordering::SeqCst);
         health
             .database_ok
             .store(!matches!(result, Err(Error::History(_))), Ordering::SeqCst);
+        let count = |report: &crate::run::RunReport, o: Outcome| {
+            report
+                .targets
+                .iter()
+                .filter(|t| t.report.outcome == o)
+                .count()
+        };
         let failure = match &result {
-            Ok(report) if targets_exit(&report.targets) == exit::OK => None,
-            Ok(report) => Some(format!(
-                "{} of {} targets did not succeed",
-                report
-                    .targets
-                    .iter()
-                    .filter(|t| t.outcome == "failed" || t.outcome == "refused")
-                    .count(),
+            Ok(report) if count(report, Outcome::Failed) > 0 => Some(format!(
+                "{} of {} targets failed",
+                count(report, Outcome::Failed),
                 report.targets.len()
             )),
+            Ok(report) if count(report, Outcome::Refused) > 0 => {
+                tracing::warn!(
+                    refused = count(report, Outcome::Refused),
+                    "guards refused targets; not retrying: the next slot plans them again"
+                );
+                return;
+            }
+            Ok(_) => None,
             Err(e) => Some(e.to_string()),
         };
         let Some(failure) = failure else {

@@ -71,10 +71,39 @@ pub struct Policy {
     pub force: bool,
 }
 
-/// Why a plan is refused. The label is bounded (a metric label later).
+/// The guard that refused a target. Its name is a metric label and part of
+/// the JSON reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guard {
+    /// The result would not fit the rule budget.
+    Budget,
+    /// The result would open a namespace to the Internet.
+    EmptyRuleSet,
+    /// Too many owned rules would go at once.
+    RemovalRatio,
+    /// The resource's tier cannot hold IP rules.
+    Tier,
+    /// A saved plan no longer matches the live rules.
+    StalePlan,
+}
+
+impl Guard {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::Budget => "budget",
+            Guard::EmptyRuleSet => "empty-rule-set",
+            Guard::RemovalRatio => "removal-ratio",
+            Guard::Tier => "tier",
+            Guard::StalePlan => "stale-plan",
+        }
+    }
+}
+
+/// Why a plan is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
-    pub guard: String,
+    pub guard: Guard,
     pub message: String,
 }
 
@@ -115,15 +144,18 @@ impl TargetPlan {
     }
 }
 
-/// Computes the plan. `desired` is already in the target's rule form.
+/// Computes the plan from the fitted desired rules (already in the
+/// target's rule form) and the live state, once: the fit's refusal and its
+/// alternatives are part of it, never added afterwards.
 pub fn plan(
-    desired: &PrefixSet,
+    fitted: &Fitted,
     live: &LiveRules,
     ledger: &Ledger,
     caps: &Capabilities,
     policy: &Policy,
     now: OffsetDateTime,
 ) -> TargetPlan {
+    let desired = &fitted.rules;
     let owned_all = PrefixSet::from_nets(ledger.keys().copied());
     let owned_live = live.ip.intersection(&owned_all);
     let foreign = live.ip.difference(&owned_all);
@@ -185,26 +217,36 @@ pub fn plan(
         budget: caps.budget,
     };
 
-    if used_after > caps.budget {
+    if used_after > caps.budget && fitted.infeasible.is_none() {
+        let mut message = format!(
+            "the rule set needs {used_after} rules but the target holds {}: {} desired, {} foreign IP rules{}. \
+             Select a regional sub-tag ([tags] regions or the target's tags) or raise max_rules if the resource allows more",
+            caps.budget,
+            desired.len(),
+            foreign.len(),
+            if caps.vnet_rules_share_budget && live.vnet_rules > 0 {
+                format!(
+                    ", {} virtual network rules sharing the budget",
+                    live.vnet_rules
+                )
+            } else {
+                String::new()
+            }
+        );
+        if !fitted.report.alternatives.is_empty() {
+            message = format!(
+                "{message} Alternatives: {}",
+                fitted.report.alternatives.join("; ")
+            );
+        }
         refusals.push(Refusal {
-            guard: "budget".into(),
-            message: format!(
-                "the rule set needs {used_after} rules but the target holds {}: {} desired, {} foreign IP rules{}. \
-                 Select a regional sub-tag ([tags] regions or the target's tags) or raise max_rules if the resource allows more",
-                caps.budget,
-                desired.len(),
-                foreign.len(),
-                if caps.vnet_rules_share_budget && live.vnet_rules > 0 {
-                    format!(", {} virtual network rules sharing the budget", live.vnet_rules)
-                } else {
-                    String::new()
-                }
-            ),
+            guard: Guard::Budget,
+            message,
         });
     }
     if caps.empty_means_open && result.is_empty() && live.vnet_rules == 0 {
         refusals.push(Refusal {
-            guard: "empty-rule-set".into(),
+            guard: Guard::EmptyRuleSet,
             message: "the result would have no IP and no virtual network rules, which opens the namespace to the Internet; refusing to write it".into(),
         });
     }
@@ -213,7 +255,7 @@ pub fn plan(
         let ratio = losing.len() as f64 / owned_live.len() as f64;
         if ratio > policy.max_removal_ratio {
             refusals.push(Refusal {
-                guard: "removal-ratio".into(),
+                guard: Guard::RemovalRatio,
                 message: format!(
                     "the plan removes {} of the {} owned rules ({:.0}%), more than max_removal_ratio {:.0}%; \
                      check the feed, then run with --force if this is intended",
@@ -238,6 +280,25 @@ pub fn plan(
             humantime::format_duration(policy.removal_grace)
         ));
     }
+    if let Some(why) = &fitted.infeasible {
+        refusals.push(Refusal {
+            guard: Guard::Budget,
+            message: format!(
+                "the tags need {} rules and the budget leaves {}: {why}",
+                fitted.report.rules_needed, fitted.report.room
+            ),
+        });
+    }
+    let f = &fitted.report;
+    if f.extra_addresses > 0 {
+        warnings.push(format!(
+            "summarized {} rules into {}: {} blocks admit {} addresses outside the tags",
+            f.rules_needed,
+            f.rules_after,
+            f.over_admitting.len(),
+            f.extra_addresses
+        ));
+    }
     TargetPlan {
         add,
         remove,
@@ -252,6 +313,181 @@ pub fn plan(
     }
 }
 
+/// How a target's desired prefixes were fitted into its budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FitPolicy {
+    /// The exact (aggregated) prefixes fit.
+    Lossless,
+    /// They did not fit and were summarized (overflow = "summarize").
+    Summarize,
+    /// They did not fit and the target is refused (overflow = "fail").
+    Fail,
+}
+
+impl FitPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FitPolicy::Lossless => "lossless",
+            FitPolicy::Summarize => "summarize",
+            FitPolicy::Fail => "fail",
+        }
+    }
+}
+
+/// How a target's desired prefixes were fitted into its budget (reported
+/// in the plan).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitReport {
+    pub policy: FitPolicy,
+    /// Rules the exact (aggregated) form needs.
+    pub rules_needed: usize,
+    /// Rules after fitting.
+    pub rules_after: usize,
+    /// Rules the budget leaves after foreign and shared rules.
+    pub room: usize,
+    /// Summarized blocks that admit addresses outside the tags.
+    pub over_admitting: Vec<crate::fit::OverAdmitting>,
+    pub extra_addresses: u128,
+    /// For `fail`: what would fit instead.
+    pub alternatives: Vec<String>,
+}
+
+/// The desired rules after fitting: the input of [`plan`].
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub rules: PrefixSet,
+    pub report: FitReport,
+    /// Why no summary within the bounds exists, when summarizing failed
+    /// (the plan refuses the target with it).
+    pub infeasible: Option<String>,
+}
+
+impl Fitted {
+    /// Desired rules taken as they are (they fit).
+    pub fn lossless(rules: PrefixSet) -> Self {
+        let n = rules.len();
+        Self {
+            rules,
+            report: FitReport {
+                policy: FitPolicy::Lossless,
+                rules_needed: n,
+                rules_after: n,
+                room: n,
+                over_admitting: Vec::new(),
+                extra_addresses: 0,
+                alternatives: Vec::new(),
+            },
+            infeasible: None,
+        }
+    }
+}
+
+/// What a target's fit depends on besides its prefixes.
+#[derive(Debug, Clone, Copy)]
+pub struct FitSettings<'a> {
+    pub overflow: crate::fit::Overflow,
+    pub bounds: &'a crate::fit::Bounds,
+    /// The resource's region, named in the regional alternative.
+    pub location: Option<&'a str>,
+}
+
+/// Aggregates the admissible prefixes losslessly; if that does not fit the
+/// room, summarizes (overflow = "summarize") or prepares the refusal's
+/// alternatives (overflow = "fail"). Pure.
+pub fn fit(
+    admissible: &PrefixSet,
+    caps: &Capabilities,
+    room: usize,
+    settings: FitSettings<'_>,
+) -> Fitted {
+    use crate::fit::{CostModel, Overflow, summarize};
+    let exact = admissible.aggregate();
+    let cost = CostModel {
+        split_31: caps.split_31,
+    };
+    let needed = cost.rules_of(&exact);
+    let mut report = FitReport {
+        policy: FitPolicy::Lossless,
+        rules_needed: needed,
+        rules_after: needed,
+        room,
+        over_admitting: Vec::new(),
+        extra_addresses: 0,
+        alternatives: Vec::new(),
+    };
+    let exact_rules = rule_forms(&exact, caps);
+    if needed <= room {
+        return Fitted {
+            rules: exact_rules,
+            report,
+            infeasible: None,
+        };
+    }
+    let summary = summarize(&exact, room, cost, settings.bounds);
+    match settings.overflow {
+        Overflow::Fail => {
+            report.policy = FitPolicy::Fail;
+            let region = settings
+                .location
+                .map(|l| l.to_ascii_lowercase().replace(' ', ""))
+                .unwrap_or_else(|| "<region>".into());
+            report.alternatives.push(format!(
+                "select the regional sub-tag of this resource's region (regions = [\"{region}\"], with include_unassigned = true to keep the prefixes no region carries; `tagsync feed regions` lists them)"
+            ));
+            report.alternatives.push(match &summary {
+                Ok(s) => format!(
+                    "overflow = \"summarize\" fits it in {} rules admitting {} addresses outside the tags",
+                    s.rules, s.extra_addresses
+                ),
+                Err(e) => format!("overflow = \"summarize\" cannot: {e}"),
+            });
+            Fitted {
+                rules: exact_rules,
+                report,
+                infeasible: None,
+            }
+        }
+        Overflow::Summarize => {
+            report.policy = FitPolicy::Summarize;
+            match summary {
+                Ok(s) => {
+                    report.rules_after = s.rules;
+                    report.extra_addresses = s.extra_addresses;
+                    report.over_admitting = s.over_admitting;
+                    Fitted {
+                        rules: rule_forms(&s.blocks, caps),
+                        report,
+                        infeasible: None,
+                    }
+                }
+                Err(e) => Fitted {
+                    rules: exact_rules,
+                    report,
+                    infeasible: Some(e.to_string()),
+                },
+            }
+        }
+    }
+}
+
+/// The rules a set of blocks is written as: with `split_31`, a /31 becomes
+/// its two addresses.
+pub fn rule_forms(blocks: &PrefixSet, caps: &Capabilities) -> PrefixSet {
+    if !caps.split_31 {
+        return blocks.clone();
+    }
+    PrefixSet::from_nets(blocks.iter().flat_map(|n| {
+        match n {
+            IpNet::V4(v4) if v4.prefix_len() == 31 => v4
+                .hosts()
+                .map(|a| IpNet::from(std::net::IpAddr::V4(a)))
+                .collect(),
+            other => vec![other],
+        }
+    }))
+}
+
 fn parse_time(s: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
@@ -264,6 +500,25 @@ mod tests {
         PrefixSet::parse_all(items.iter().copied())
             .expect("valid")
             .0
+    }
+
+    /// The plan of desired rules that fit as they are.
+    fn plan(
+        desired: &PrefixSet,
+        live: &LiveRules,
+        ledger: &Ledger,
+        caps: &Capabilities,
+        policy: &Policy,
+        now: OffsetDateTime,
+    ) -> TargetPlan {
+        super::plan(
+            &Fitted::lossless(desired.clone()),
+            live,
+            ledger,
+            caps,
+            policy,
+            now,
+        )
     }
 
     fn caps(budget: usize) -> Capabilities {
@@ -372,7 +627,7 @@ mod tests {
         };
         let p = plan(&PrefixSet::new(), &live, &l, &caps(128), &forced, now());
         assert_eq!(p.refusals.len(), 1);
-        assert_eq!(p.refusals[0].guard, "empty-rule-set");
+        assert_eq!(p.refusals[0].guard, Guard::EmptyRuleSet);
         // With a VNet rule left the namespace stays closed: allowed.
         let with_vnet = LiveRules {
             vnet_rules: 1,
@@ -406,7 +661,7 @@ mod tests {
         ]);
         let desired = set(&["20.0.0.0/29"]);
         let p = plan(&desired, &live, &l, &caps(128), &policy(), now());
-        assert_eq!(p.refusals[0].guard, "removal-ratio");
+        assert_eq!(p.refusals[0].guard, Guard::RemovalRatio);
         assert!(
             p.refusals[0]
                 .message
@@ -439,7 +694,7 @@ mod tests {
             now(),
         );
         assert_eq!(p.capacity.used_after, 4);
-        assert_eq!(p.refusals[0].guard, "budget");
+        assert_eq!(p.refusals[0].guard, Guard::Budget);
         assert!(
             p.refusals[0]
                 .message

@@ -1,11 +1,17 @@
-//! Reconcile: plan and apply every target.
+//! Reconcile: the per-target pipeline of a run.
 //!
-//! One code path serves `plan`, `sync --dry-run`, `sync` and `apply`: read
-//! the live rules, compute the pure plan, stop there for a plan or dry-run,
-//! otherwise re-read (re-planning if someone changed the rules meanwhile),
-//! write the whole rule set, read it back to detect drift, and update the
-//! ownership ledger. Targets run concurrently and independently: one
-//! failing target never stops the others.
+//! Every target goes through the same steps, whatever the command:
+//!
+//! 1. read the resource (its facts and its whole live rule set);
+//! 2. desired: the selected tags' prefixes, those the kind may hold, fitted
+//!    into the room the budget leaves; then the pure plan, computed once;
+//! 3. the [`Step`] the run's mode asked for decides what happens next:
+//!    stop there (plan, dry-run, check), take over rules (adopt), or write;
+//! 4. write the whole rule set, read it back to detect drift (verify);
+//! 5. update the ownership ledger and record the apply.
+//!
+//! Targets run concurrently and independently: one failing target (even one
+//! whose task panics) never stops the others and is always reported.
 
 use std::sync::Arc;
 
@@ -14,21 +20,40 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
-use crate::azure::arm::ArmClient;
+use crate::azure::arm::Transport;
 use crate::history::{History, now};
-use crate::tags::TagState;
 use crate::ledger::ApplyRecord;
-use crate::plan::{Policy, TargetPlan, plan};
+use crate::plan::{FitReport, FitSettings, Fitted, Guard, Ledger, Policy, TargetPlan, fit, plan};
 use crate::prefix::PrefixSet;
-use crate::tags::TagSelection;
-use crate::targets::{Adapter, LiveState, ResourceFacts, TargetSpec};
+use crate::tags::TagState;
+use crate::targets::{LiveState, TargetSpec};
 
-#[derive(Debug, Clone, Default)]
-pub struct ReconcileOptions {
-    /// Compute and show the plan; write nothing to Azure or the ledger.
-    pub dry_run: bool,
-    /// Lift the removal-ratio guard.
-    pub force: bool,
+/// What happened to one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Planned and stopped there (plan, dry-run, check, adopt).
+    Planned,
+    /// Written.
+    Applied,
+    /// Nothing to change.
+    Unchanged,
+    /// A guard refused it; nothing was written.
+    Refused,
+    /// An error; nothing was written unless the report says so.
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Planned => "planned",
+            Outcome::Applied => "applied",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Refused => "refused",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 /// What happened to one target. Also the per-target part of a saved plan.
@@ -37,8 +62,7 @@ pub struct TargetReport {
     pub name: String,
     pub kind: String,
     pub resource_id: String,
-    /// `planned`, `applied`, `unchanged`, `refused` or `failed`.
-    pub outcome: String,
+    pub outcome: Outcome,
     pub tags: Vec<String>,
     /// The desired rules (the tags' prefixes in this target's rule form).
     pub desired: Option<PrefixSet>,
@@ -48,7 +72,7 @@ pub struct TargetReport {
     pub sku: Option<String>,
     pub location: Option<String>,
     /// The guard that refused, when refused.
-    pub guard: Option<String>,
+    pub guard: Option<Guard>,
     pub error: Option<String>,
     /// How the desired prefixes were fitted into the budget.
     pub fit: Option<FitReport>,
@@ -64,7 +88,7 @@ impl TargetReport {
             name: target.name.clone(),
             kind: target.adapter.name().to_owned(),
             resource_id: target.resource.id.clone(),
-            outcome: "failed".into(),
+            outcome: Outcome::Failed,
             tags: Vec::new(),
             desired: None,
             plan: None,
@@ -80,326 +104,413 @@ impl TargetReport {
         }
     }
 
-    fn fail(mut self, error: impl std::fmt::Display) -> Self {
-        self.outcome = "failed".into();
+    fn fail(&mut self, error: impl std::fmt::Display) {
+        self.outcome = Outcome::Failed;
         self.error = Some(error.to_string());
-        self
+    }
+
+    fn refuse(&mut self, guard: Guard, message: impl Into<String>) {
+        self.outcome = Outcome::Refused;
+        self.guard = Some(guard);
+        self.error = Some(message.into());
     }
 }
 
-/// A saved plan (`tagsync plan --out`), applied by `tagsync apply`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PlanDocument {
-    pub format: u32,
-    pub created_at: String,
-    pub run_id: i64,
-    pub change_number: Option<u64>,
-    pub targets: Vec<TargetReport>,
+/// A target's report with what the pipeline saw: the live state it ended
+/// on (`targets check` shows it) and the rules it took over (`adopt`).
+#[derive(Debug, Clone)]
+pub struct TargetRun {
+    pub report: TargetReport,
+    pub live: Option<LiveState>,
+    /// The live IP rules the ledger owns, when both were read.
+    pub owned: Option<PrefixSet>,
+    pub adopted: PrefixSet,
 }
 
-pub const PLAN_FORMAT: u32 = 1;
-
-struct Ctx {
-    history: History,
-    arm: ArmClient,
-    run_id: Option<i64>,
-    opts: ReconcileOptions,
-}
-
-/// What a selection takes from a run's recorded tags: the tags it picks
-/// (the named tags, or their sub-tags for the regions; with
-/// `include_unassigned` also the global tag, for the prefixes no sub-tag
-/// carries) and the prefixes they give. The feed run resolved and recorded
-/// every target's selection, so a missing tag is an error.
-pub fn select<'a>(
-    selection: &TagSelection,
-    states: &'a [TagState],
-) -> Result<(Vec<&'a TagState>, PrefixSet), String> {
-    let mut tags: Vec<&TagState> = Vec::new();
-    let mut desired = PrefixSet::new();
-    for base in &selection.tags {
-        let global = || {
-            states
-                .iter()
-                .find(|s| &s.name == base)
-                .ok_or_else(|| format!("tag `{base}` was not recorded by this run"))
-        };
-        if selection.regions.is_empty() {
-            let g = global()?;
-            desired = desired.union(&g.prefixes);
-            tags.push(g);
-            continue;
-        }
-        let prefix = format!("{base}.");
-        let regional: Vec<&TagState> = states
-            .iter()
-            .filter(|s| s.name.starts_with(&prefix))
-            .collect();
-        for region in &selection.regions {
-            let found: Vec<&TagState> = regional
-                .iter()
-                .copied()
-                .filter(|s| crate::tags::region_matches(base, &s.name, &s.region, region))
-                .collect();
-            if found.is_empty() {
-                return Err(format!(
-                    "no sub-tag of `{base}` for region `{region}` was recorded by this run"
-                ));
-            }
-            for t in found {
-                desired = desired.union(&t.prefixes);
-                tags.push(t);
-            }
-        }
-        if selection.include_unassigned {
-            let g = global()?;
-            let subs: Vec<&PrefixSet> = regional.iter().map(|s| &s.prefixes).collect();
-            desired = desired.union(&crate::tags::unassigned(&g.prefixes, &subs));
-            tags.push(g);
+impl TargetRun {
+    pub fn new(report: TargetReport, live: Option<LiveState>) -> Self {
+        Self {
+            report,
+            live,
+            owned: None,
+            adopted: PrefixSet::new(),
         }
     }
-    tags.sort_by(|a, b| a.name.cmp(&b.name));
-    tags.dedup_by(|a, b| a.name == b.name);
-    Ok((tags, desired))
 }
 
-/// Plans (and unless dry-run, applies) every target, `concurrency` at a time.
+/// What the pipeline does after planning, as the run's mode decided.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Stop after planning and record nothing; a selection the history
+    /// cannot satisfy is a warning (`targets check`).
+    Check,
+    /// Stop after planning: nothing is written (plan, dry-run).
+    Plan,
+    /// Write; re-read first and plan again if the rules changed meanwhile.
+    Write,
+    /// Write a saved plan, only onto the live state it was made on.
+    WriteSaved,
+    /// Take over as owned the desired rules present as foreign, or these.
+    Adopt(Option<PrefixSet>),
+}
+
+impl Step {
+    fn writes(&self) -> bool {
+        matches!(self, Step::Write | Step::WriteSaved)
+    }
+
+    /// Whether the target metrics count this run.
+    fn records_metrics(&self) -> bool {
+        matches!(self, Step::Plan | Step::Write | Step::WriteSaved)
+    }
+}
+
+/// Everything the targets of one run share.
+pub struct Context {
+    pub history: History,
+    pub arm: Arc<dyn Transport>,
+    pub run_id: Option<i64>,
+    /// `--force`: lift the removal-ratio guard.
+    pub force: bool,
+    pub step: Step,
+}
+
+/// One target's work: its configuration, and for a saved plan its saved
+/// report.
+pub struct Work {
+    pub target: TargetSpec,
+    pub saved: Option<TargetReport>,
+}
+
+/// Runs the pipeline for every target, `concurrency` at a time.
 pub async fn reconcile(
-    targets: &[TargetSpec],
-    states: &[TagState],
-    history: &History,
-    arm: &ArmClient,
-    run_id: Option<i64>,
+    ctx: Arc<Context>,
+    work: Vec<Work>,
+    tags: Arc<Vec<TagState>>,
     concurrency: usize,
-    opts: &ReconcileOptions,
-) -> Vec<TargetReport> {
-    let ctx = Arc::new(Ctx {
-        history: history.clone(),
-        arm: arm.clone(),
-        run_id,
-        opts: opts.clone(),
-    });
-    let states = Arc::new(states.to_vec());
+) -> Vec<TargetRun> {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, target) in targets.iter().cloned().enumerate() {
-        let ctx = ctx.clone();
-        let states = states.clone();
-        let gate = gate.clone();
-        tasks.spawn(async move {
+    let mut ids = std::collections::HashMap::new();
+    let mut out: Vec<Option<TargetRun>> = Vec::new();
+    let mut targets = Vec::new();
+    for (i, w) in work.into_iter().enumerate() {
+        targets.push(w.target.clone());
+        out.push(None);
+        let (ctx, tags, gate) = (ctx.clone(), tags.clone(), gate.clone());
+        let handle = tasks.spawn(async move {
             let _slot = gate.acquire_owned().await;
-            (i, reconcile_one(&ctx, &target, &states).await)
+            (i, reconcile_one(&ctx, &w.target, &tags, w.saved).await)
         });
+        ids.insert(handle.id(), i);
     }
-    collect(tasks, targets.len()).await
-}
-
-async fn collect(
-    mut tasks: tokio::task::JoinSet<(usize, TargetReport)>,
-    n: usize,
-) -> Vec<TargetReport> {
-    let mut out: Vec<Option<TargetReport>> = vec![None; n];
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = tasks.join_next_with_id().await {
         match joined {
-            Ok((i, report)) => out[i] = Some(report),
-            Err(e) => tracing::error!("a target task panicked: {e}"),
+            Ok((_, (i, run))) => out[i] = Some(run),
+            Err(e) => {
+                // A panic is a failed target, reported and recorded like any
+                // other failure: it must never vanish behind exit 0.
+                let Some(&i) = ids.get(&e.id()) else { continue };
+                let mut report = TargetReport::new(&targets[i]);
+                report.fail(format!("internal error while working on this target: {e}"));
+                out[i] = Some(finish(&ctx, &targets[i], report, &now(), None).await);
+            }
         }
     }
     out.into_iter().flatten().collect()
 }
 
-async fn reconcile_one(ctx: &Ctx, target: &TargetSpec, states: &[TagState]) -> TargetReport {
-    let started_at = now();
-    let adapter = target.adapter;
-    let mut report = TargetReport::new(target);
-    let (tags, desired_raw) = match select(&target.selection, states) {
-        Ok(t) => t,
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
-    };
-    report.tags = tags.iter().map(|t| t.name.clone()).collect();
-    let admissible = adapter.admissible(&desired_raw, target);
-    report.warnings.extend(admissible.dropped.iter().cloned());
-
-    let facts = match adapter.facts(&ctx.arm, target).await {
-        Ok(f) => f,
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
-    };
-    report.sku = facts.sku.clone();
-    report.location = facts.location.clone();
-    if let Some(why) = &facts.unsupported {
-        report.outcome = "refused".into();
-        report.guard = Some("tier".into());
-        report.error = Some(why.clone());
-        return finish(ctx, target, report, &started_at, None).await;
-    }
-    let live = match adapter.read(&ctx.arm, target).await {
-        Ok(l) => l,
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, None).await,
-    };
-    let mut ledger = match ctx.history.ledger(target).await {
-        Ok(l) => l,
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
-    };
-    report
-        .warnings
-        .extend(live_warnings(target, &live, &facts, &tags));
-
-    // Fit the desired prefixes into the room the budget leaves.
-    let caps = adapter.capabilities(target);
-    let foreign = foreign_rules(&live, &ledger);
-    let shared = if caps.vnet_rules_share_budget {
-        live.rules.vnet_rules
-    } else {
-        0
-    };
-    let room = caps
-        .budget
-        .saturating_sub(foreign.len() + live.rules.other_ip_rules + shared);
-    let fitted = fit_target(
-        target,
-        &caps,
-        &admissible.rules,
-        room,
-        facts.location.as_deref(),
-    );
-    report.desired = Some(fitted.rules.clone());
-    report.fit = Some(fitted.report.clone());
-
-    // The grace period runs from when a prefix was last in the tag, as the
-    // history records it: the ledger's stamp alone would be stale for a
-    // target that could not be reached for a while.
-    let leaving: Vec<IpNet> = ledger
-        .keys()
-        .filter(|n| !fitted.rules.contains(n))
-        .copied()
-        .collect();
-    match ctx.history.last_seen(&report.tags, &leaving).await {
-        Ok(seen) => {
-            for (net, at) in seen {
-                if let Some(owned) = ledger.get_mut(&net)
-                    && at > owned.last_desired_at
-                {
-                    owned.last_desired_at = at;
-                }
-            }
-        }
-        Err(e) => return finish(ctx, target, report.fail(e), &started_at, Some(&live)).await,
-    }
-    let policy = Policy {
-        removal_grace: target.removal_grace,
-        max_removal_ratio: target.max_removal_ratio,
-        force: ctx.opts.force,
-    };
-    let mut p = plan(
-        &fitted.rules,
-        &live.rules,
-        &ledger,
-        &caps,
-        &policy,
-        OffsetDateTime::now_utc(),
-    );
-    fitted.amend(&mut p);
-    report.live_fingerprint = Some(live.fingerprint.clone());
-    report.plan = Some(p.clone());
-    if ctx.opts.dry_run {
-        report.outcome = if p.refused() { "refused" } else { "planned" }.into();
-        report.guard = p.refusals.first().map(|r| r.guard.clone());
-        report.error = p.refusals.first().map(|r| r.message.clone());
-        record_target_metrics(&report);
-        return report;
-    }
-    let desired = fitted.rules.clone();
-    apply_planned(
-        ctx,
-        adapter,
-        target,
-        report,
-        live,
-        p,
-        &desired,
-        &started_at,
-        Some(((&ledger, &policy), &fitted)),
-    )
-    .await
+/// Plans a target from the run's tags: its ledger (with the grace periods
+/// the history gives), the desired prefixes the kind may hold, and the
+/// policy. [`Planner::plan`] is pure, so a re-read plans again identically.
+struct Planner {
+    ledger: Ledger,
+    admissible: PrefixSet,
+    policy: Policy,
 }
 
-/// Applies a plan to a target whose live state was `live` when planned:
-/// re-reads first and, if the rules changed meanwhile, re-plans (with
-/// `replan`) or refuses (a saved plan), then writes, reads back and updates
-/// the ledger.
-#[allow(clippy::too_many_arguments)]
-async fn apply_planned(
-    ctx: &Ctx,
-    adapter: &dyn Adapter,
-    target: &TargetSpec,
-    mut report: TargetReport,
-    live: LiveState,
-    mut p: TargetPlan,
-    desired: &PrefixSet,
-    started_at: &str,
-    replan: Option<((&crate::plan::Ledger, &Policy), &Fitted)>,
-) -> TargetReport {
-    let mut live = live;
-    if !p.refused() && p.has_changes() {
-        let fresh = match adapter.read(&ctx.arm, target).await {
-            Ok(f) => f,
-            Err(e) => return finish(ctx, target, report.fail(e), started_at, Some(&live)).await,
+impl Planner {
+    fn plan(&self, target: &TargetSpec, live: &LiveState) -> (Fitted, TargetPlan) {
+        let caps = target.adapter.capabilities(target);
+        let foreign = foreign_rules(live, &self.ledger);
+        let shared = if caps.vnet_rules_share_budget {
+            live.rules.vnet_rules
+        } else {
+            0
         };
-        if fresh.fingerprint != live.fingerprint {
-            match replan {
-                Some(((ledger, policy), fitted)) => {
-                    tracing::warn!(target = %target.name, "the live rules changed since they were read; planning again");
-                    let caps = adapter.capabilities(target);
-                    p = plan(
-                        desired,
-                        &fresh.rules,
-                        ledger,
-                        &caps,
-                        policy,
-                        OffsetDateTime::now_utc(),
-                    );
-                    fitted.amend(&mut p);
-                    report.replanned = true;
-                    report.warnings.push("the live rules changed after they were read; the plan was computed again on the new rules".into());
-                    report.live_fingerprint = Some(fresh.fingerprint.clone());
-                    report.plan = Some(p.clone());
-                }
-                None => {
-                    report.outcome = "refused".into();
-                    report.guard = Some("stale-plan".into());
-                    report.error = Some("the target's rules changed since the plan was made; run `tagsync plan` again".into());
-                    return finish(ctx, target, report, started_at, Some(&fresh)).await;
-                }
+        let room = caps
+            .budget
+            .saturating_sub(foreign.len() + live.rules.other_ip_rules + shared);
+        let fitted = fit(
+            &self.admissible,
+            &caps,
+            room,
+            FitSettings {
+                overflow: target.overflow,
+                bounds: &target.fit_bounds,
+                location: live.facts.location.as_deref(),
+            },
+        );
+        let p = plan(
+            &fitted,
+            &live.rules,
+            &self.ledger,
+            &caps,
+            &self.policy,
+            OffsetDateTime::now_utc(),
+        );
+        (fitted, p)
+    }
+}
+
+async fn reconcile_one(
+    ctx: &Context,
+    target: &TargetSpec,
+    tags: &[TagState],
+    saved: Option<TargetReport>,
+) -> TargetRun {
+    let started_at = now();
+    let mut report = match &saved {
+        Some(s) => TargetReport {
+            warnings: Vec::new(),
+            ..s.clone()
+        },
+        None => TargetReport::new(target),
+    };
+    macro_rules! fail {
+        ($e:expr, $live:expr) => {{
+            report.fail($e);
+            return finish(ctx, target, report, &started_at, $live).await;
+        }};
+    }
+    if saved.is_some() && !target.resource.same_as(&report.resource_id) {
+        fail!(
+            "this target is no longer configured with the same resource id; make a new plan",
+            None
+        );
+    }
+
+    // 1. Read.
+    let live = match target.adapter.read(ctx.arm.as_ref(), target).await {
+        Ok(l) => l,
+        Err(e) => fail!(e, None),
+    };
+    report.sku = live.facts.sku.clone();
+    report.location = live.facts.location.clone();
+    if let Some(why) = &live.facts.unsupported {
+        report.refuse(Guard::Tier, why.clone());
+        return finish(ctx, target, report, &started_at, Some(live)).await;
+    }
+
+    // 2. Desired and the plan.
+    let mut owned = None;
+    let (planner, mut p, desired) = match saved {
+        Some(saved) => {
+            let (Some(p), Some(desired)) = (saved.plan, saved.desired) else {
+                // The plan had already failed for this target: nothing to apply.
+                return TargetRun::new(report, Some(live));
+            };
+            if saved.live_fingerprint.as_deref() != Some(live.fingerprint.as_str()) {
+                report.refuse(
+                    Guard::StalePlan,
+                    "the target's rules changed since the plan was made; run `tagsync plan` again",
+                );
+                return finish(ctx, target, report, &started_at, Some(live)).await;
             }
+            (None, p, desired)
+        }
+        None => {
+            let ledger = match ctx.history.ledger(target).await {
+                Ok(l) => l,
+                Err(e) => fail!(e, Some(live)),
+            };
+            owned = Some(live.rules.ip.difference(&foreign_rules(&live, &ledger)));
+            let selected = match target.selection.select(tags) {
+                Ok(s) => s,
+                Err(e) if matches!(ctx.step, Step::Check) => {
+                    // `targets check` before the history holds what this
+                    // target follows: the resource is still worth showing.
+                    report.outcome = Outcome::Planned;
+                    report.warnings.push(if tags.is_empty() {
+                        "no tags are recorded yet; `tagsync sync` records them and plans this target".into()
+                    } else {
+                        format!("cannot plan: {e}")
+                    });
+                    report.warnings.extend(live_warnings(target, &live, &[]));
+                    return TargetRun {
+                        owned,
+                        ..TargetRun::new(report, Some(live))
+                    };
+                }
+                Err(e) => fail!(e, Some(live)),
+            };
+            report.tags = selected.followed.iter().map(|t| t.name.clone()).collect();
+            report
+                .warnings
+                .extend(live_warnings(target, &live, &selected.followed));
+            let admissible = target.adapter.admissible(&selected.prefixes, target);
+            report.warnings.extend(admissible.dropped.iter().cloned());
+            let mut planner = Planner {
+                ledger,
+                admissible: admissible.rules,
+                policy: Policy {
+                    removal_grace: target.removal_grace,
+                    max_removal_ratio: target.max_removal_ratio,
+                    force: ctx.force,
+                },
+            };
+            let (fitted, _) = planner.plan(target, &live);
+            // The grace period runs from when a prefix was last in the tag,
+            // as the history records it: the ledger's stamp alone would be
+            // stale for a target that could not be reached for a while.
+            let leaving: Vec<IpNet> = planner
+                .ledger
+                .keys()
+                .filter(|n| !fitted.rules.contains(n))
+                .copied()
+                .collect();
+            match ctx.history.last_seen(&report.tags, &leaving).await {
+                Ok(seen) => {
+                    for (net, at) in seen {
+                        if let Some(owned) = planner.ledger.get_mut(&net)
+                            && at > owned.last_desired_at
+                        {
+                            owned.last_desired_at = at;
+                        }
+                    }
+                }
+                Err(e) => fail!(e, Some(live)),
+            }
+            let (fitted, p) = planner.plan(target, &live);
+            report.desired = Some(fitted.rules.clone());
+            report.fit = Some(fitted.report);
+            report.live_fingerprint = Some(live.fingerprint.clone());
+            report.plan = Some(p.clone());
+            (Some(planner), p, fitted.rules)
+        }
+    };
+
+    // 3. The mode decides.
+    match &ctx.step {
+        Step::Check | Step::Plan => {
+            report.outcome = if p.refused() {
+                Outcome::Refused
+            } else {
+                Outcome::Planned
+            };
+            report.guard = p.refusals.first().map(|r| r.guard);
+            report.error = p.refusals.first().map(|r| r.message.clone());
+            if ctx.step.records_metrics() {
+                record_target_metrics(&report);
+            }
+            if matches!(ctx.step, Step::Check) {
+                // Everything `plan` would say about the target, as warnings.
+                report.warnings.extend(p.warnings.iter().cloned());
+                report.warnings.extend(
+                    p.refusals.iter().map(|r| {
+                        format!("sync would refuse ({}): {}", r.guard.as_str(), r.message)
+                    }),
+                );
+            }
+            return TargetRun {
+                owned,
+                ..TargetRun::new(report, Some(live))
+            };
+        }
+        Step::Adopt(given) => {
+            let adopt = match given {
+                None => p.desired_foreign.clone(),
+                Some(wanted) => {
+                    let absent = wanted.difference(&live.rules.ip);
+                    if !absent.is_empty() {
+                        fail!(
+                            format!(
+                                "not rules of target `{}`: {}; only live rules can be adopted",
+                                target.name,
+                                absent.to_strings().join(", ")
+                            ),
+                            Some(live)
+                        );
+                    }
+                    wanted.clone()
+                }
+            };
+            if let Err(e) = ctx
+                .history
+                .update_ledger(target, &adopt, &PrefixSet::new(), &adopt, true)
+                .await
+            {
+                fail!(e, Some(live));
+            }
+            report.outcome = Outcome::Planned;
+            return TargetRun {
+                owned: owned.map(|o| o.union(&adopt)),
+                adopted: adopt,
+                ..TargetRun::new(report, Some(live))
+            };
+        }
+        Step::Write | Step::WriteSaved => {}
+    }
+    debug_assert!(ctx.step.writes());
+
+    // 4. Write: re-read first, and plan again on rules changed meanwhile.
+    let mut live = live;
+    if !p.refused() && p.has_changes() && planner.is_some() {
+        let fresh = match target.adapter.read(ctx.arm.as_ref(), target).await {
+            Ok(f) => f,
+            Err(e) => fail!(e, Some(live)),
+        };
+        if let Some(planner) = planner
+            .as_ref()
+            .filter(|_| fresh.fingerprint != live.fingerprint)
+        {
+            tracing::warn!(target = %target.name, "the live rules changed since they were read; planning again");
+            let (fitted, again) = planner.plan(target, &fresh);
+            p = again;
+            report.replanned = true;
+            report.warnings.push(
+                "the live rules changed after they were read; the plan was computed again on the new rules".into(),
+            );
+            report.live_fingerprint = Some(fresh.fingerprint.clone());
+            report.desired = Some(fitted.rules);
+            report.fit = Some(fitted.report);
+            report.plan = Some(p.clone());
         }
         live = fresh;
     }
     if let Some(r) = p.refusals.first() {
-        report.outcome = "refused".into();
-        report.guard = Some(r.guard.clone());
-        report.error = Some(r.message.clone());
-        return finish(ctx, target, report, started_at, Some(&live)).await;
+        report.refuse(r.guard, r.message.clone());
+        return finish(ctx, target, report, &started_at, Some(live)).await;
     }
+    let desired = report.desired.clone().unwrap_or(desired);
     if !p.has_changes() {
-        report.outcome = "unchanged".into();
+        report.outcome = Outcome::Unchanged;
         if let Err(e) = ctx
             .history
-            .update_ledger(target, &PrefixSet::new(), &PrefixSet::new(), desired, false)
+            .update_ledger(
+                target,
+                &PrefixSet::new(),
+                &PrefixSet::new(),
+                &desired,
+                false,
+            )
             .await
         {
-            return finish(ctx, target, report.fail(e), started_at, Some(&live)).await;
+            fail!(e, Some(live));
         }
-        return finish(ctx, target, report, started_at, Some(&live)).await;
+        return finish(ctx, target, report, &started_at, Some(live)).await;
     }
-    let written = match adapter
-        .write(&ctx.arm, target, &live, &p.add, &p.remove)
+    let written = match target
+        .adapter
+        .write(ctx.arm.as_ref(), target, &live, &p.add, &p.remove)
         .await
     {
         Ok(w) => w,
-        Err(e) => return finish(ctx, target, report.fail(e), started_at, Some(&live)).await,
+        Err(e) => fail!(e, Some(live)),
     };
-    // Read back: what Azure holds now, not what it answered.
-    let after = match adapter.read(&ctx.arm, target).await {
+
+    // Verify: what Azure holds now, not what it answered.
+    let after = match target.adapter.read(ctx.arm.as_ref(), target).await {
         Ok(a) => a,
         Err(e) => {
             report
@@ -418,145 +529,71 @@ async fn apply_planned(
             unexpected.len()
         ));
     }
+
+    // 5. The ledger: what was written and is there now.
     let added = p.add.intersection(&after.rules.ip);
     let removed = p.remove.difference(&after.rules.ip);
     if let Err(e) = ctx
         .history
-        .update_ledger(target, &added, &removed, desired, false)
+        .update_ledger(target, &added, &removed, &desired, false)
         .await
     {
-        return finish(ctx, target, report.fail(e), started_at, Some(&after)).await;
+        fail!(e, Some(after));
     }
-    report.outcome = "applied".into();
+    report.outcome = Outcome::Applied;
     report.plan = Some(p);
     tracing::info!(target = %target.name, added = added.len(), removed = removed.len(), "applied");
-    finish(ctx, target, report, started_at, Some(&after)).await
+    finish(ctx, target, report, &started_at, Some(after)).await
 }
 
-/// Records the apply (not for dry-runs) and logs a failure.
+/// Logs a failure, records the target's metrics and its apply (in the
+/// modes that record them), and wraps up the report.
 async fn finish(
-    ctx: &Ctx,
+    ctx: &Context,
     target: &TargetSpec,
     report: TargetReport,
     started_at: &str,
-    live: Option<&LiveState>,
-) -> TargetReport {
+    live: Option<LiveState>,
+) -> TargetRun {
     if let Some(e) = &report.error {
-        tracing::error!(target = %target.name, outcome = %report.outcome, "{e}");
+        tracing::error!(target = %target.name, outcome = report.outcome.as_str(), "{e}");
     }
-    record_target_metrics(&report);
-    if ctx.opts.dry_run {
-        return report;
+    if ctx.step.records_metrics() {
+        record_target_metrics(&report);
     }
-    let (add, remove) = report
-        .plan
-        .as_ref()
-        .filter(|_| report.outcome == "applied")
-        .map(|p| (p.add.clone(), p.remove.clone()))
-        .unwrap_or_default();
-    let rules_after = live.map(|l| l.rules.ip.clone()).unwrap_or_default();
-    let rules_before = rules_after.difference(&add).union(&remove);
-    let rec = ApplyRecord {
-        run_id: ctx.run_id,
-        started_at: started_at.to_owned(),
-        outcome: report.outcome.clone(),
-        guard: report.guard.clone(),
-        error: report.error.clone(),
-        rules_before,
-        rules_after,
-        added: add,
-        removed: remove,
-        drift: report.drift.clone(),
-    };
-    if let Err(e) = ctx.history.record_apply(target, &rec).await {
-        tracing::error!(target = %target.name, "cannot record the apply: {e}");
+    if ctx.step.writes() {
+        let (add, remove) = report
+            .plan
+            .as_ref()
+            .filter(|_| report.outcome == Outcome::Applied)
+            .map(|p| (p.add.clone(), p.remove.clone()))
+            .unwrap_or_default();
+        let rules_after = live
+            .as_ref()
+            .map(|l| l.rules.ip.clone())
+            .unwrap_or_default();
+        let rules_before = rules_after.difference(&add).union(&remove);
+        let rec = ApplyRecord {
+            run_id: ctx.run_id,
+            started_at: started_at.to_owned(),
+            outcome: report.outcome.as_str().to_owned(),
+            guard: report.guard.map(|g| g.as_str().to_owned()),
+            error: report.error.clone(),
+            rules_before,
+            rules_after,
+            added: add,
+            removed: remove,
+            drift: report.drift.clone(),
+        };
+        if let Err(e) = ctx.history.record_apply(target, &rec).await {
+            tracing::error!(target = %target.name, "cannot record the apply: {e}");
+        }
     }
-    report
+    TargetRun::new(report, live)
 }
 
-/// Applies a saved plan: each target only if its live rules are exactly
-/// those the plan was made on.
-pub async fn apply_document(
-    doc: &PlanDocument,
-    targets: &[TargetSpec],
-    history: &History,
-    arm: &ArmClient,
-    concurrency: usize,
-) -> Vec<TargetReport> {
-    let ctx = Arc::new(Ctx {
-        history: history.clone(),
-        arm: arm.clone(),
-        run_id: Some(doc.run_id),
-        opts: ReconcileOptions::default(),
-    });
-    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    for (i, saved) in doc.targets.iter().cloned().enumerate() {
-        let ctx = ctx.clone();
-        let gate = gate.clone();
-        let target = targets.iter().find(|t| t.name == saved.name).cloned();
-        tasks.spawn(async move {
-            let _slot = gate.acquire_owned().await;
-            (i, apply_saved(&ctx, target, saved).await)
-        });
-    }
-    collect(tasks, doc.targets.len()).await
-}
-
-async fn apply_saved(ctx: &Ctx, target: Option<TargetSpec>, saved: TargetReport) -> TargetReport {
-    let started_at = now();
-    let Some(target) = target.filter(|t| t.resource.same_as(&saved.resource_id)) else {
-        let mut r = saved;
-        r.outcome = "failed".into();
-        r.error = Some(
-            "this target is no longer configured with the same resource id; make a new plan".into(),
-        );
-        return r;
-    };
-    let (Some(p), Some(desired), Some(fingerprint)) = (
-        saved.plan.clone(),
-        saved.desired.clone(),
-        saved.live_fingerprint.clone(),
-    ) else {
-        // The plan had already failed for this target: nothing to apply.
-        return saved;
-    };
-    let adapter = target.adapter;
-    let mut report = saved;
-    report.warnings.clear();
-    let live = match adapter.read(&ctx.arm, &target).await {
-        Ok(l) => l,
-        Err(e) => return finish(ctx, &target, report.fail(e), &started_at, None).await,
-    };
-    if live.fingerprint != fingerprint {
-        report.outcome = "refused".into();
-        report.guard = Some("stale-plan".into());
-        report.error = Some(
-            "the target's rules changed since the plan was made; run `tagsync plan` again".into(),
-        );
-        return finish(ctx, &target, report, &started_at, Some(&live)).await;
-    }
-    apply_planned(
-        ctx,
-        adapter,
-        &target,
-        report,
-        live,
-        p,
-        &desired,
-        &started_at,
-        None,
-    )
-    .await
-}
-
-/// Warnings about the resource's own settings (plan and `targets check`).
-pub fn live_warnings(
-    target: &TargetSpec,
-    live: &LiveState,
-    facts: &ResourceFacts,
-    tags: &[&TagState],
-) -> Vec<String> {
+/// Warnings about the resource's own settings.
+fn live_warnings(target: &TargetSpec, live: &LiveState, tags: &[&TagState]) -> Vec<String> {
     let mut w = Vec::new();
     if live.default_action.as_deref() == Some("Allow") {
         w.push("defaultAction is Allow: the IP rules are stored but not enforced (tagsync never changes defaultAction)".into());
@@ -567,170 +604,15 @@ pub fn live_warnings(
                 .into(),
         );
     }
-    w.extend(target.adapter.resource_warnings(live, facts, tags));
+    w.extend(target.adapter.resource_warnings(live, tags));
     w
 }
 
 /// Prefixes owned by no rule: `live.ip` minus a ledger's keys.
-pub fn foreign_rules(live: &LiveState, ledger: &crate::plan::Ledger) -> PrefixSet {
+pub fn foreign_rules(live: &LiveState, ledger: &Ledger) -> PrefixSet {
     live.rules
         .ip
         .difference(&PrefixSet::from_nets(ledger.keys().copied()))
-}
-
-/// Parses prefixes given on the command line.
-pub fn parse_prefix_args(args: &[String]) -> Result<PrefixSet, String> {
-    let nets: Result<Vec<IpNet>, String> = args
-        .iter()
-        .map(|a| {
-            crate::prefix::parse_prefix(a)
-                .map(|(n, _)| n)
-                .map_err(|e| e.to_string())
-        })
-        .collect();
-    nets.map(PrefixSet::from_nets)
-}
-
-/// How a target's desired prefixes were fitted into its budget (reported
-/// in the plan).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FitReport {
-    /// `lossless` (it fit), `summarize` or `fail` (it did not fit).
-    pub policy: String,
-    /// Rules the exact (aggregated) form needs.
-    pub rules_needed: usize,
-    /// Rules after fitting.
-    pub rules_after: usize,
-    /// Rules the budget leaves after foreign and shared rules.
-    pub room: usize,
-    /// Summarized blocks that admit addresses outside the tags.
-    pub over_admitting: Vec<crate::fit::OverAdmitting>,
-    pub extra_addresses: u128,
-    /// For `fail`: what would fit instead.
-    pub alternatives: Vec<String>,
-}
-
-/// The desired rules after fitting, and what the plan must be told.
-pub struct Fitted {
-    pub rules: PrefixSet,
-    pub report: FitReport,
-    /// A summary that could not be made (refuses the target).
-    refusal: Option<crate::plan::Refusal>,
-}
-
-impl Fitted {
-    /// Adds the fitting's refusal, or the alternatives to a budget refusal.
-    fn amend(&self, p: &mut TargetPlan) {
-        if let Some(r) = &self.refusal {
-            p.refusals.retain(|x| x.guard != "budget");
-            p.refusals.push(r.clone());
-        } else if !self.report.alternatives.is_empty() {
-            for r in p.refusals.iter_mut().filter(|r| r.guard == "budget") {
-                r.message = format!(
-                    "{} Alternatives: {}",
-                    r.message,
-                    self.report.alternatives.join("; ")
-                );
-            }
-        }
-        if self.report.extra_addresses > 0 {
-            p.warnings.push(format!(
-                "summarized {} rules into {}: {} blocks admit {} addresses outside the tags",
-                self.report.rules_needed,
-                self.report.rules_after,
-                self.report.over_admitting.len(),
-                self.report.extra_addresses
-            ));
-        }
-    }
-}
-
-/// Aggregates the admissible prefixes losslessly; if that does not fit the
-/// room, summarizes (overflow = "summarize") or prepares the refusal's
-/// alternatives (overflow = "fail"). Pure.
-pub fn fit_target(
-    target: &TargetSpec,
-    caps: &crate::plan::Capabilities,
-    admissible: &PrefixSet,
-    room: usize,
-    location: Option<&str>,
-) -> Fitted {
-    use crate::fit::Overflow;
-    use crate::fit::{CostModel, summarize};
-    let exact = admissible.aggregate();
-    let cost = CostModel {
-        split_31: caps.split_31,
-    };
-    let needed = cost.rules_of(&exact);
-    let mut report = FitReport {
-        policy: "lossless".into(),
-        rules_needed: needed,
-        rules_after: needed,
-        room,
-        over_admitting: Vec::new(),
-        extra_addresses: 0,
-        alternatives: Vec::new(),
-    };
-    let exact_rules = crate::targets::rule_forms(&exact, caps);
-    if needed <= room {
-        return Fitted {
-            rules: exact_rules,
-            report,
-            refusal: None,
-        };
-    }
-    let summary = summarize(&exact, room, cost, &target.fit_bounds);
-    match target.overflow {
-        Overflow::Fail => {
-            report.policy = "fail".into();
-            let region = location
-                .map(|l| l.to_ascii_lowercase().replace(' ', ""))
-                .unwrap_or_else(|| "<region>".into());
-            report.alternatives.push(format!(
-                "select the regional sub-tag of this resource's region (regions = [\"{region}\"], with include_unassigned = true to keep the prefixes no region carries; `tagsync feed regions` lists them)"
-            ));
-            report.alternatives.push(match &summary {
-                Ok(s) => format!(
-                    "overflow = \"summarize\" fits it in {} rules admitting {} addresses outside the tags",
-                    s.rules, s.extra_addresses
-                ),
-                Err(e) => format!("overflow = \"summarize\" cannot: {e}"),
-            });
-            Fitted {
-                rules: exact_rules,
-                report,
-                refusal: None,
-            }
-        }
-        Overflow::Summarize => {
-            report.policy = "summarize".into();
-            match summary {
-                Ok(s) => {
-                    report.rules_after = s.rules;
-                    report.extra_addresses = s.extra_addresses;
-                    report.over_admitting = s.over_admitting;
-                    Fitted {
-                        rules: crate::targets::rule_forms(&s.blocks, caps),
-                        report,
-                        refusal: None,
-                    }
-                }
-                Err(e) => {
-                    let refusal = crate::plan::Refusal {
-                        guard: "budget".into(),
-                        message: format!(
-                            "the tags need {needed} rules and the budget leaves {room}: {e}"
-                        ),
-                    };
-                    Fitted {
-                        rules: exact_rules,
-                        report,
-                        refusal: Some(refusal),
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Per-target metrics from a finished report.
@@ -743,13 +625,13 @@ fn record_target_metrics(r: &TargetReport) {
     m.target_last_apply
         .with_label_values(&[name, r.outcome.as_str()])
         .set(crate::metrics::now_seconds());
-    if let Some(g) = &r.guard {
+    if let Some(g) = r.guard {
         m.guard_refusals
             .with_label_values(&[name, g.as_str()])
             .inc();
     }
     if let Some(p) = &r.plan {
-        let applied = r.outcome == "applied";
+        let applied = r.outcome == Outcome::Applied;
         let owned = if applied {
             p.result.len() - p.foreign.len()
         } else {
@@ -780,59 +662,5 @@ fn record_target_metrics(r: &TargetReport) {
     }
     if !r.drift.is_empty() {
         m.target_drift.with_label_values(&[name]).inc();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn state(name: &str, region: &str, prefixes: &[&str]) -> TagState {
-        TagState {
-            name: name.into(),
-            region: region.into(),
-            change_number: 1,
-            prefixes: PrefixSet::parse_all(prefixes.iter().copied())
-                .expect("valid")
-                .0,
-        }
-    }
-
-    #[test]
-    fn select_picks_only_the_regions_asked_for_plus_the_unassigned_prefixes() {
-        let states = vec![
-            state(
-                "AzureDigitalTwins",
-                "",
-                &["20.0.0.0/29", "20.0.1.0/29", "20.0.9.0/29"],
-            ),
-            state(
-                "AzureDigitalTwins.FranceCentral",
-                "centralfrance",
-                &["20.0.0.0/29"],
-            ),
-            state(
-                "AzureDigitalTwins.NorthEurope",
-                "northeurope",
-                &["20.0.1.0/29"],
-            ),
-        ];
-        let mut sel = TagSelection::new(
-            vec!["AzureDigitalTwins".into()],
-            vec!["francecentral".into()],
-        );
-        sel.include_unassigned = true;
-        let (tags, desired) = select(&sel, &states).expect("selects");
-        let names: Vec<&str> = tags.iter().map(|t| t.name.as_str()).collect();
-        // North Europe is not selected: it must not be reported (nor warned about).
-        assert_eq!(
-            names,
-            vec!["AzureDigitalTwins", "AzureDigitalTwins.FranceCentral"]
-        );
-        // France Central's prefix and the one no region carries; not North Europe's.
-        assert_eq!(desired.to_lines(), "20.0.0.0/29\n20.0.9.0/29");
-
-        let missing = TagSelection::new(vec!["AzureDigitalTwins".into()], vec!["mars".into()]);
-        assert!(select(&missing, &states).unwrap_err().contains("`mars`"));
     }
 }

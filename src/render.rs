@@ -10,10 +10,11 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::feed::source::SourceSpec;
 use crate::feed::{ScannedFeed, ServiceTag};
+use crate::feed_stage::{FeedInfo, FeedRun};
 use crate::history::{RunEntry, TagChange};
+use crate::plan::FitPolicy;
 use crate::prefix::PrefixSet;
 use crate::reconcile::TargetReport;
-use crate::sync::{FeedInfo, FeedRun};
 
 #[derive(Debug, Serialize)]
 pub struct SyncReport {
@@ -161,7 +162,13 @@ pub fn sync_human(r: &SyncReport) -> String {
 pub fn targets_human(reports: &[TargetReport]) -> String {
     let mut out = String::new();
     for r in reports {
-        let _ = writeln!(out, "target {} ({}): {}", r.name, r.kind, r.outcome);
+        let _ = writeln!(
+            out,
+            "target {} ({}): {}",
+            r.name,
+            r.kind,
+            r.outcome.as_str()
+        );
         let _ = writeln!(out, "  {}", r.resource_id);
         if !r.tags.is_empty() {
             let _ = writeln!(out, "  tags: {}", r.tags.join(", "));
@@ -186,11 +193,15 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
                 let _ = writeln!(out, "  - {n}");
             }
         }
-        if let Some(f) = r.fit.as_ref().filter(|f| f.policy != "lossless") {
+        if let Some(f) = r.fit.as_ref().filter(|f| f.policy != FitPolicy::Lossless) {
             let _ = writeln!(
                 out,
                 "  fit ({}): {} rules needed, {} room, {} after; {} addresses outside the tags admitted",
-                f.policy, f.rules_needed, f.room, f.rules_after, f.extra_addresses
+                f.policy.as_str(),
+                f.rules_needed,
+                f.room,
+                f.rules_after,
+                f.extra_addresses
             );
             for b in &f.over_admitting {
                 let _ = writeln!(
@@ -201,7 +212,7 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
             }
         }
         if let (Some(g), Some(e)) = (&r.guard, &r.error) {
-            let _ = writeln!(out, "  refused ({g}): {e}");
+            let _ = writeln!(out, "  refused ({}): {e}", g.as_str());
         } else if let Some(e) = &r.error {
             let _ = writeln!(out, "  error: {e}");
         }
@@ -238,25 +249,50 @@ pub struct TargetCheck {
 }
 
 impl TargetCheck {
-    pub fn new(t: &crate::targets::TargetSpec, budget: usize) -> Self {
-        Self {
+    /// The check of a target from what the pipeline read (`targets check`).
+    pub fn new(t: &crate::targets::TargetSpec, run: &crate::reconcile::TargetRun) -> Self {
+        let caps = t.adapter.capabilities(t);
+        let r = &run.report;
+        let mut check = Self {
             name: t.name.clone(),
             kind: t.adapter.name().to_owned(),
             resource_id: t.resource.id.clone(),
-            sku: None,
-            location: None,
+            sku: r.sku.clone(),
+            location: r.location.clone(),
             unsupported: None,
             default_action: None,
             ip_rules: 0,
             owned: 0,
             foreign: 0,
             vnet_rules: 0,
-            budget,
+            budget: caps.budget,
             used: 0,
             left: 0,
-            warnings: Vec::new(),
-            error: None,
+            warnings: r.warnings.clone(),
+            error: r.error.clone(),
+        };
+        let Some(live) = &run.live else {
+            return check;
+        };
+        if let Some(why) = &live.facts.unsupported {
+            check.unsupported = Some(why.clone());
+            check.error = None;
+            return check;
         }
+        let owned = run.owned.as_ref().map_or(0, PrefixSet::len);
+        check.ip_rules = live.rules.ip.len() + live.rules.other_ip_rules;
+        check.owned = owned;
+        check.foreign = check.ip_rules - owned;
+        check.vnet_rules = live.rules.vnet_rules;
+        check.used = check.ip_rules
+            + if caps.vnet_rules_share_budget {
+                live.rules.vnet_rules
+            } else {
+                0
+            };
+        check.left = caps.budget.saturating_sub(check.used);
+        check.default_action = live.default_action.clone();
+        check
     }
 }
 

@@ -1,93 +1,305 @@
-//! Run once: the one code path behind `tagsync sync`, the Kubernetes
-//! CronJob and each tick of the daemon. It takes the run lock, records the
-//! feed, plans and applies every target, and records the run's metrics.
+//! One run: the one code path behind every command that looks at targets
+//! (`sync`, `plan`, `apply`, `targets check`, `targets adopt`), the
+//! Kubernetes CronJob and each tick of the daemon.
+//!
+//! A [`Session`] holds what a run works with (the run lock, the history, the
+//! HTTP and Resource Manager clients); a [`Mode`] is everything that differs
+//! between the commands, decided here and nowhere else: where the tags come
+//! from (the feed, the history, a saved plan), and what the per-target
+//! pipeline ([`crate::reconcile`]) does after planning.
 
+use std::sync::Arc;
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use crate::azure::arm::ArmClient;
 use crate::config::Settings;
 use crate::error::{Error, exit};
+use crate::feed::source::SourceSpec;
+use crate::feed_stage::{FeedRun, run_feed};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::metrics::{metrics, now_seconds};
-use crate::reconcile::{ReconcileOptions, TargetReport, reconcile};
-use crate::render::SyncReport;
-use crate::sync::{SyncOptions, run_feed};
+use crate::prefix::PrefixSet;
+use crate::reconcile::{Context, Outcome, Step, TargetReport, TargetRun, Work, reconcile};
+use crate::tags::TagState;
 use crate::targets::TargetSpec;
 
+/// A saved plan (`tagsync plan --out`), applied by `tagsync apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlanDocument {
+    pub format: u32,
+    pub created_at: String,
+    pub run_id: i64,
+    pub change_number: Option<u64>,
+    pub targets: Vec<TargetReport>,
+}
+
+pub const PLAN_FORMAT: u32 = 1;
+
+/// What a run does: the only thing that differs between the commands.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// `plan`, `sync --dry-run`: record the feed, plan every target, write
+    /// nothing.
+    Plan,
+    /// `sync`, each daemon tick: record the feed, plan and write.
+    Apply,
+    /// `apply PLAN`: write a saved plan's targets, each only onto the rules
+    /// it was made on.
+    ApplySaved(PlanDocument),
+    /// `targets check`: plan on the latest recorded tags (if any), write and
+    /// record nothing. Takes no run lock.
+    Check,
+    /// `targets adopt`: take over the rules `sync` would own that are live
+    /// as foreign rules (planned on the latest recorded tags), or the given
+    /// prefixes.
+    Adopt(Option<PrefixSet>),
+}
+
+/// Where a mode's tags come from.
+enum Tags {
+    /// Fetch, validate and record the feed.
+    Feed,
+    /// The latest recorded snapshots; `required` when planning needs them.
+    Recorded { required: bool },
+    /// A saved plan carries its own desired rules.
+    Saved,
+}
+
+impl Mode {
+    fn tags(&self) -> Tags {
+        match self {
+            Mode::Plan | Mode::Apply => Tags::Feed,
+            Mode::ApplySaved(_) => Tags::Saved,
+            Mode::Check => Tags::Recorded { required: false },
+            Mode::Adopt(given) => Tags::Recorded {
+                required: given.is_none(),
+            },
+        }
+    }
+
+    fn step(&self) -> Step {
+        match self {
+            Mode::Plan => Step::Plan,
+            Mode::Apply => Step::Write,
+            Mode::ApplySaved(_) => Step::WriteSaved,
+            Mode::Check => Step::Check,
+            Mode::Adopt(given) => Step::Adopt(given.clone()),
+        }
+    }
+
+    /// Everything but `targets check` changes the history, so it holds the
+    /// run lock.
+    fn locks(&self) -> bool {
+        !matches!(self, Mode::Check)
+    }
+}
+
+/// The options of a run that its command line gives.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub allow_regression: bool,
-    pub dry_run: bool,
+    /// Lift the removal-ratio guard.
     pub force: bool,
     /// Only these targets (all when empty).
     pub targets: Vec<String>,
 }
 
-/// Fetches and records the feed, then plans and applies the targets.
-pub async fn run_once(settings: &Settings, opts: &RunOptions) -> Result<SyncReport, Error> {
-    let started = Instant::now();
-    let result = run_inner(settings, opts).await;
-    let m = metrics();
-    m.run_duration.observe(started.elapsed().as_secs_f64());
-    m.last_run.set(now_seconds());
-    match &result {
-        Ok(report) => {
-            m.runs.with_label_values(&[report.outcome]).inc();
-            if targets_exit(&report.targets) == exit::OK {
-                m.last_success.set(now_seconds());
-            }
-        }
-        Err(_) => m.runs.with_label_values(&["failed"]).inc(),
+/// What a run did.
+#[derive(Debug)]
+pub struct RunReport {
+    /// The feed stage, in the modes that fetch the feed.
+    pub feed: Option<FeedRun>,
+    pub targets: Vec<TargetRun>,
+}
+
+impl RunReport {
+    pub fn reports(&self) -> Vec<TargetReport> {
+        self.targets.iter().map(|t| t.report.clone()).collect()
     }
-    result
+
+    /// 0 when every target succeeded, 5 when one failed, else 6 when a
+    /// guard refused one.
+    pub fn exit_code(&self) -> u8 {
+        targets_exit(self.targets.iter().map(|t| t.report.outcome))
+    }
 }
 
-async fn run_inner(settings: &Settings, opts: &RunOptions) -> Result<SyncReport, Error> {
-    let targets = select_targets(settings, &opts.targets)?;
-    let _lock = RunLock::acquire(&settings.db_path, settings.lock_timeout)?;
-    let history = History::open(&settings.db_path, true).await?;
-    let result = with_history(settings, opts, &targets, &history).await;
-    history.close().await;
-    result
+/// What a run works with. Opened once per run; the daemon opens one per
+/// tick, so each run gets fresh clients and its own deadline.
+pub struct Session<'s> {
+    settings: &'s Settings,
+    _lock: Option<RunLock>,
+    history: History,
 }
 
-async fn with_history(
-    settings: &Settings,
-    opts: &RunOptions,
-    targets: &[TargetSpec],
-    history: &History,
-) -> Result<SyncReport, Error> {
-    let http =
-        HttpClient::new(settings.http.clone()).map_err(|e| Error::Internal(e.to_string()))?;
-    let arm = if targets.is_empty() && !uses_discovery(settings) {
-        None
-    } else {
-        Some(arm_client(settings)?)
-    };
-    let feed_opts = SyncOptions {
-        allow_regression: opts.allow_regression,
-    };
-    let run = run_feed(settings, history, &http, arm.as_ref(), &feed_opts).await?;
-    let mut report = SyncReport::new(&run);
-    if let (false, Some(arm)) = (targets.is_empty(), arm.as_ref()) {
-        let states: Vec<_> = run.recorded.tags.iter().map(|c| c.state.clone()).collect();
-        let ropts = ReconcileOptions {
-            dry_run: opts.dry_run,
-            force: opts.force,
+impl<'s> Session<'s> {
+    pub async fn open(settings: &'s Settings, mode: &Mode) -> Result<Self, Error> {
+        let lock = if mode.locks() {
+            Some(RunLock::acquire(&settings.db_path, settings.lock_timeout)?)
+        } else {
+            None
         };
-        report.targets = reconcile(
-            targets,
-            &states,
+        let history = History::open(&settings.db_path, true).await?;
+        Ok(Self {
+            settings,
+            _lock: lock,
             history,
-            arm,
-            Some(run.recorded.run_id),
-            settings.azure.concurrency,
-            &ropts,
-        )
-        .await;
+        })
     }
-    Ok(report)
+
+    pub async fn close(self) {
+        self.history.close().await;
+    }
+
+    /// Runs the mode over the selected targets.
+    pub async fn run(&self, mode: &Mode, opts: &RunOptions) -> Result<RunReport, Error> {
+        let settings = self.settings;
+        let targets = select_targets(settings, &opts.targets)?;
+        let mut work = Vec::new();
+        let mut missing = Vec::new();
+        match mode {
+            Mode::ApplySaved(doc) => {
+                if let Some(name) = opts
+                    .targets
+                    .iter()
+                    .find(|n| !doc.targets.iter().any(|t| &t.name == *n))
+                {
+                    return Err(Error::Usage(format!(
+                        "the plan has no target named `{name}`; it was made for: {}",
+                        doc.targets
+                            .iter()
+                            .map(|t| t.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+                for saved in &doc.targets {
+                    if !opts.targets.is_empty() && !opts.targets.contains(&saved.name) {
+                        continue;
+                    }
+                    match targets.iter().find(|t| t.name == saved.name) {
+                        Some(t) => work.push(Work {
+                            target: t.clone(),
+                            saved: Some(saved.clone()),
+                        }),
+                        None => missing.push(saved.clone()),
+                    }
+                }
+            }
+            _ => work.extend(targets.into_iter().map(|target| Work {
+                target,
+                saved: None,
+            })),
+        }
+        let needs_arm = !work.is_empty()
+            || (matches!(mode.tags(), Tags::Feed)
+                && matches!(settings.source, SourceSpec::DiscoveryApi { .. }));
+        let arm = if needs_arm {
+            Some(arm_client(settings)?)
+        } else {
+            None
+        };
+        let (feed, tags, run_id) = match mode.tags() {
+            Tags::Feed => {
+                let http = HttpClient::new(settings.http.clone())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let run = run_feed(
+                    settings,
+                    &self.history,
+                    &http,
+                    arm.as_ref(),
+                    opts.allow_regression,
+                )
+                .await?;
+                let tags: Vec<TagState> =
+                    run.recorded.tags.iter().map(|c| c.state.clone()).collect();
+                let id = run.recorded.run_id;
+                (Some(run), tags, Some(id))
+            }
+            Tags::Recorded { required } => match self.history.latest_snapshot_run().await? {
+                Some(id) => (None, self.history.run_snapshots(id).await?, None),
+                None if required => {
+                    return Err(Error::Usage(
+                        "the history has no snapshots yet; run `tagsync sync` first".into(),
+                    ));
+                }
+                None => (None, Vec::new(), None),
+            },
+            Tags::Saved => {
+                let id = match mode {
+                    Mode::ApplySaved(doc) => Some(doc.run_id),
+                    _ => None,
+                };
+                (None, Vec::new(), id)
+            }
+        };
+        let mut runs = match arm {
+            Some(arm) if !work.is_empty() => {
+                let ctx = Arc::new(Context {
+                    history: self.history.clone(),
+                    arm: Arc::new(arm),
+                    run_id,
+                    force: opts.force,
+                    step: mode.step(),
+                });
+                reconcile(ctx, work, Arc::new(tags), settings.azure.concurrency).await
+            }
+            _ => Vec::new(),
+        };
+        for mut report in missing {
+            report.outcome = Outcome::Failed;
+            report.error = Some(
+                "this target is no longer configured with the same resource id; make a new plan"
+                    .into(),
+            );
+            runs.push(TargetRun::new(report, None));
+        }
+        Ok(RunReport {
+            feed,
+            targets: runs,
+        })
+    }
+}
+
+/// Opens a session, runs the mode, closes the session, and for the modes
+/// that fetch the feed records the run's metrics. Every command that looks
+/// at targets, and each daemon tick, comes through here.
+pub async fn execute(
+    settings: &Settings,
+    mode: &Mode,
+    opts: &RunOptions,
+) -> Result<RunReport, Error> {
+    let started = Instant::now();
+    let result = match Session::open(settings, mode).await {
+        Ok(session) => {
+            let result = session.run(mode, opts).await;
+            session.close().await;
+            result
+        }
+        Err(e) => Err(e),
+    };
+    if matches!(mode.tags(), Tags::Feed) {
+        let m = metrics();
+        m.run_duration.observe(started.elapsed().as_secs_f64());
+        m.last_run.set(now_seconds());
+        match &result {
+            Ok(report) => {
+                let outcome = match &report.feed {
+                    Some(f) if f.recorded.changed => "changed",
+                    _ => "unchanged",
+                };
+                m.runs.with_label_values(&[outcome]).inc();
+                if report.exit_code() == exit::OK {
+                    m.last_success.set(now_seconds());
+                }
+            }
+            Err(_) => m.runs.with_label_values(&["failed"]).inc(),
+        }
+    }
+    result
 }
 
 /// Pushes the process's metrics to a Prometheus Pushgateway (text format,
@@ -146,13 +358,7 @@ pub fn select_targets(settings: &Settings, names: &[String]) -> Result<Vec<Targe
         .collect())
 }
 
-pub fn uses_discovery(settings: &Settings) -> bool {
-    matches!(
-        settings.source,
-        crate::feed::source::SourceSpec::DiscoveryApi { .. }
-    )
-}
-
+/// The Resource Manager client of one run.
 pub fn arm_client(settings: &Settings) -> Result<ArmClient, Error> {
     let (credential, _) = crate::azure::auth::credential(&settings.azure.auth)
         .map_err(|e| Error::Azure(e.to_string()))?;
@@ -161,12 +367,14 @@ pub fn arm_client(settings: &Settings) -> Result<ArmClient, Error> {
 
 /// 0 when every target succeeded, 5 when one failed, else 6 when a guard
 /// refused one.
-pub fn targets_exit(reports: &[TargetReport]) -> u8 {
-    if reports.iter().any(|r| r.outcome == "failed") {
-        exit::TARGET_FAILED
-    } else if reports.iter().any(|r| r.outcome == "refused") {
-        exit::GUARD_REFUSED
-    } else {
-        exit::OK
+pub fn targets_exit(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {
+    let mut code = exit::OK;
+    for o in outcomes {
+        match o {
+            Outcome::Failed => return exit::TARGET_FAILED,
+            Outcome::Refused => code = exit::GUARD_REFUSED,
+            _ => {}
+        }
     }
+    code
 }

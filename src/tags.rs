@@ -57,50 +57,173 @@ impl TagSelection {
         })
     }
 
-    /// Resolves the selection against a scanned feed: the selected tags,
-    /// fully parsed, sorted by name. Every named tag must exist, and every
-    /// region must have a sub-tag of every named tag.
-    pub fn resolve(&self, feed: &ScannedFeed) -> Result<Vec<ServiceTag>, FeedError> {
-        let mut out = Vec::new();
+    /// Selects from a set of tags (a feed's, or a run's recorded ones): the
+    /// one implementation of what a selection means. Each named tag is
+    /// taken as it is, or, with regions, replaced by its sub-tag for each
+    /// region (every region must have one); with `include_unassigned`, the
+    /// global tag's prefixes that no sub-tag carries are added.
+    pub fn select<'a, T: Tagged>(&self, tags: &'a [T]) -> Result<Selected<'a, T>, SelectError> {
+        let mut followed: Vec<&T> = Vec::new();
+        let mut consulted: Vec<&T> = Vec::new();
+        let mut prefixes = PrefixSet::new();
         for base in &self.tags {
-            if !feed.has_tag(base) {
-                return Err(feed.missing(base));
-            }
+            let global = || {
+                tags.iter()
+                    .find(|t| t.name() == base)
+                    .ok_or_else(|| SelectError::MissingTag(base.clone()))
+            };
             if self.regions.is_empty() {
-                out.push(feed.tag(base)?);
+                let g = global()?;
+                prefixes = prefixes.union(g.prefixes());
+                followed.push(g);
                 continue;
             }
-            let subtags = regional_subtags(feed, base)?;
+            let sub = format!("{base}.");
+            let regional: Vec<&T> = tags.iter().filter(|t| t.name().starts_with(&sub)).collect();
             for wanted in &self.regions {
-                let found: Vec<&ServiceTag> = subtags
+                let found: Vec<&T> = regional
                     .iter()
-                    .filter(|t| region_matches(base, &t.name, &t.region, wanted))
+                    .copied()
+                    .filter(|t| region_matches(base, t.name(), t.region(), wanted))
                     .collect();
                 if found.is_empty() {
-                    let mut known: Vec<String> = subtags
+                    let mut known: Vec<String> = regional
                         .iter()
-                        .map(|t| subtag_location(base, &t.name))
+                        .map(|t| subtag_location(base, t.name()))
                         .collect();
                     known.sort();
-                    return Err(FeedError::NoRegionalSubtag {
+                    return Err(SelectError::NoRegionalSubtag {
                         tag: base.clone(),
                         region: wanted.clone(),
                         available: known.join(", "),
                     });
                 }
-                out.extend(found.into_iter().cloned());
+                for t in found {
+                    prefixes = prefixes.union(t.prefixes());
+                    followed.push(t);
+                }
             }
             if self.include_unassigned {
                 // The global tag and every sub-tag: what none carries is
                 // computed from them (see [`unassigned`]).
-                out.push(feed.tag(base)?);
-                out.extend(subtags.iter().cloned());
+                let g = global()?;
+                let subs: Vec<&PrefixSet> = regional.iter().map(|t| t.prefixes()).collect();
+                prefixes = prefixes.union(&unassigned(g.prefixes(), &subs));
+                followed.push(g);
+                consulted.extend(regional.iter().copied());
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out.dedup_by(|a, b| a.name == b.name);
-        Ok(out)
+        consulted.extend(followed.iter().copied());
+        for list in [&mut followed, &mut consulted] {
+            list.sort_by(|a, b| a.name().cmp(b.name()));
+            list.dedup_by(|a, b| a.name() == b.name());
+        }
+        Ok(Selected {
+            followed,
+            consulted,
+            prefixes,
+        })
     }
+
+    /// Resolves the selection against a scanned feed: the tags it consults,
+    /// fully parsed, sorted by name. Every named tag must exist in the feed
+    /// (a missing one is reported with the feed's closest names).
+    pub fn resolve(&self, feed: &ScannedFeed) -> Result<Vec<ServiceTag>, FeedError> {
+        if let Some(base) = self.tags.iter().find(|b| !feed.has_tag(b)) {
+            return Err(feed.missing(base));
+        }
+        let parsed: Vec<ServiceTag> = feed
+            .kept
+            .iter()
+            .filter(|(name, _)| self.wants(name))
+            .map(|(name, _)| feed.tag(name))
+            .collect::<Result<_, _>>()?;
+        let selected = self.select(&parsed).map_err(|e| match e {
+            SelectError::MissingTag(base) => feed.missing(&base),
+            SelectError::NoRegionalSubtag {
+                tag,
+                region,
+                available,
+            } => FeedError::NoRegionalSubtag {
+                tag,
+                region,
+                available,
+            },
+        })?;
+        Ok(selected.consulted.into_iter().cloned().collect())
+    }
+}
+
+/// A tag as [`TagSelection::select`] sees it.
+pub trait Tagged {
+    fn name(&self) -> &str;
+    /// The feed's `region` field (empty for a global tag).
+    fn region(&self) -> &str;
+    fn prefixes(&self) -> &PrefixSet;
+}
+
+impl Tagged for TagState {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn prefixes(&self) -> &PrefixSet {
+        &self.prefixes
+    }
+}
+
+impl Tagged for ServiceTag {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn region(&self) -> &str {
+        &self.region
+    }
+    fn prefixes(&self) -> &PrefixSet {
+        &self.prefixes
+    }
+}
+
+impl From<ServiceTag> for TagState {
+    fn from(tag: ServiceTag) -> Self {
+        TagState {
+            name: tag.name,
+            region: tag.region,
+            change_number: tag.change_number,
+            prefixes: tag.prefixes,
+        }
+    }
+}
+
+/// What a selection takes from a set of tags.
+#[derive(Debug)]
+pub struct Selected<'a, T> {
+    /// The tags it follows (reported with a target): the named tags, or
+    /// their sub-tags for the regions, and the global tag with
+    /// `include_unassigned`. Sorted by name.
+    pub followed: Vec<&'a T>,
+    /// Every tag its prefixes were computed from (with `include_unassigned`
+    /// also every sub-tag): what a run must record. Sorted by name.
+    pub consulted: Vec<&'a T>,
+    /// The prefixes it gives.
+    pub prefixes: PrefixSet,
+}
+
+/// A selection that the tags at hand cannot satisfy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectError {
+    #[error("tag `{0}` is not among the recorded tags; run `tagsync sync` to record it")]
+    MissingTag(String),
+    #[error(
+        "no sub-tag of `{tag}` for region `{region}` is recorded (recorded regions: {available})"
+    )]
+    NoRegionalSubtag {
+        tag: String,
+        region: String,
+        available: String,
+    },
 }
 
 /// The sub-tags `<base>.<Region>` of `base` in the feed, parsed.
@@ -150,12 +273,6 @@ pub fn unassigned(global: &PrefixSet, subtags: &[&PrefixSet]) -> PrefixSet {
     )
 }
 
-/// The union of the prefixes of several tags.
-pub fn union_prefixes<'a, I: IntoIterator<Item = &'a ServiceTag>>(tags: I) -> PrefixSet {
-    tags.into_iter()
-        .fold(PrefixSet::new(), |acc, t| acc.union(&t.prefixes))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +315,63 @@ mod tests {
             assert_eq!(tags.len(), 1, "{wanted}");
             assert_eq!(tags[0].name, "AzureDigitalTwins.FranceCentral");
         }
+    }
+
+    fn state(name: &str, region: &str, prefixes: &[&str]) -> TagState {
+        TagState {
+            name: name.into(),
+            region: region.into(),
+            change_number: 1,
+            prefixes: PrefixSet::parse_all(prefixes.iter().copied())
+                .expect("valid")
+                .0,
+        }
+    }
+
+    #[test]
+    fn select_picks_only_the_regions_asked_for_plus_the_unassigned_prefixes() {
+        let states = vec![
+            state(
+                "AzureDigitalTwins",
+                "",
+                &["20.0.0.0/29", "20.0.1.0/29", "20.0.9.0/29"],
+            ),
+            state(
+                "AzureDigitalTwins.FranceCentral",
+                "centralfrance",
+                &["20.0.0.0/29"],
+            ),
+            state(
+                "AzureDigitalTwins.NorthEurope",
+                "northeurope",
+                &["20.0.1.0/29"],
+            ),
+        ];
+        let mut sel = TagSelection::new(
+            vec!["AzureDigitalTwins".into()],
+            vec!["francecentral".into()],
+        );
+        sel.include_unassigned = true;
+        let selected = sel.select(&states).expect("selects");
+        let names: Vec<&str> = selected.followed.iter().map(|t| t.name.as_str()).collect();
+        // North Europe is not selected: it must not be reported (nor warned about).
+        assert_eq!(
+            names,
+            vec!["AzureDigitalTwins", "AzureDigitalTwins.FranceCentral"]
+        );
+        // ...but the unassigned prefixes were computed from it, so a run records it.
+        assert_eq!(selected.consulted.len(), 3);
+        // France Central's prefix and the one no region carries; not North Europe's.
+        assert_eq!(selected.prefixes.to_lines(), "20.0.0.0/29\n20.0.9.0/29");
+
+        let missing = TagSelection::new(vec!["AzureDigitalTwins".into()], vec!["mars".into()]);
+        assert!(
+            missing
+                .select(&states)
+                .unwrap_err()
+                .to_string()
+                .contains("`mars`")
+        );
     }
 
     #[test]

@@ -85,6 +85,74 @@ impl ArmError {
     }
 }
 
+/// How adapters reach Resource Manager: one call, answered with the
+/// resource's JSON (a long-running write already polled to its end). The
+/// [`ArmClient`] is the real one; tests put an in-memory resource behind it.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync {
+    /// `GET`, `PUT` or `PATCH` of `path` (`/subscriptions/...`); `body` for
+    /// the writes. `action` is the permission the call needs (named in 403s).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+        action: &str,
+    ) -> Result<Value, ArmError>;
+}
+
+impl dyn Transport + '_ {
+    pub async fn get(
+        &self,
+        path: &str,
+        api_version: &str,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        self.send(Method::GET, path, api_version, None, action)
+            .await
+    }
+
+    pub async fn put(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        self.send(Method::PUT, path, api_version, Some(body), action)
+            .await
+    }
+
+    pub async fn patch(
+        &self,
+        path: &str,
+        api_version: &str,
+        body: &Value,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        self.send(Method::PATCH, path, api_version, Some(body), action)
+            .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Transport for ArmClient {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        api_version: &str,
+        body: Option<&Value>,
+        action: &str,
+    ) -> Result<Value, ArmError> {
+        match body {
+            None if method == Method::GET => self.get(path, api_version, action).await,
+            body => self.call(method, path, api_version, body, action).await,
+        }
+    }
+}
+
 struct CachedToken {
     token: String,
     refresh_at: Instant,

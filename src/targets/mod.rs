@@ -19,9 +19,10 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use crate::azure::arm::{ArmClient, ArmError};
+use crate::azure::arm::{ArmError, Transport};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
+use crate::tags::TagState;
 
 /// A parsed ARM resource id of a supported kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,9 +115,14 @@ impl std::fmt::Debug for dyn Adapter {
     }
 }
 
-/// The live rule set of a resource, as read.
+/// A resource as read: its facts and its whole live rule set.
+///
+/// When `facts.unsupported` is set (a tier that cannot hold IP rules) the
+/// adapter stopped after the facts: `rules` and `raw` are empty and the
+/// pipeline refuses the target before anything looks at them.
 #[derive(Debug, Clone)]
 pub struct LiveState {
+    pub facts: ResourceFacts,
     pub rules: LiveRules,
     /// The whole object the rules live in (`properties` of the network rule
     /// set, or `networkAcls`), written back with only the IP rules changed.
@@ -124,9 +130,6 @@ pub struct LiveState {
     pub default_action: Option<String>,
     pub public_network_access: Option<String>,
     pub trusted_service_access: Option<bool>,
-    /// Tier facts and other warnings found while reading.
-    pub notes: Vec<String>,
-    pub location: Option<String>,
     /// Digest of `raw`: a plan applies only to the state it was made on.
     pub fingerprint: String,
 }
@@ -134,6 +137,19 @@ pub struct LiveState {
 impl LiveState {
     pub fn fingerprint_of(raw: &Value) -> String {
         crate::digest::sha256_hex(raw.to_string().as_bytes())
+    }
+
+    /// A resource whose tier cannot hold IP rules: its facts only.
+    pub fn unsupported(facts: ResourceFacts) -> Self {
+        Self {
+            facts,
+            rules: LiveRules::default(),
+            raw: Value::Null,
+            default_action: None,
+            public_network_access: None,
+            trusted_service_access: None,
+            fingerprint: String::new(),
+        }
     }
 }
 
@@ -153,6 +169,8 @@ pub struct ResourceFacts {
     pub unsupported: Option<String>,
 }
 
+/// One kind of resource. Required: what it is (name, provider), what it can
+/// hold, how to read and how to write; the rest has defaults.
 #[async_trait]
 pub trait Adapter: Send + Sync {
     /// The kind's name in reports, the ledger and metric labels.
@@ -168,18 +186,9 @@ pub trait Adapter: Send + Sync {
     }
 
     /// Warnings specific to the kind, about the resource's own settings.
-    fn resource_warnings(
-        &self,
-        _live: &LiveState,
-        _facts: &ResourceFacts,
-        _tags: &[&crate::tags::TagState],
-    ) -> Vec<String> {
+    fn resource_warnings(&self, _live: &LiveState, _tags: &[&TagState]) -> Vec<String> {
         Vec::new()
     }
-
-    /// The permission each call needs, for 403 messages and the README.
-    fn read_action(&self) -> &'static str;
-    fn write_action(&self) -> &'static str;
 
     /// What the resource can hold.
     fn capabilities(&self, target: &TargetSpec) -> Capabilities;
@@ -191,36 +200,20 @@ pub trait Adapter: Send + Sync {
         normalize_public(desired, target.ipv6, false)
     }
 
-    /// The resource's tier and location.
-    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError>;
-
-    /// Reads the whole live rule set.
-    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError>;
+    /// Reads the resource's facts and its whole live rule set, with one GET
+    /// where the resource holds both.
+    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError>;
 
     /// Writes the rule set: `live.raw` with the IP rules for `add` appended
     /// and those for `remove` taken out. Returns the state Azure answered.
     async fn write(
         &self,
-        arm: &ArmClient,
+        arm: &dyn Transport,
         target: &TargetSpec,
         live: &LiveState,
         add: &PrefixSet,
         remove: &PrefixSet,
     ) -> Result<LiveState, ArmError>;
-}
-
-/// The rules a set of blocks is written as: with `split_31`, a /31 becomes
-/// its two addresses.
-pub fn rule_forms(blocks: &PrefixSet, caps: &Capabilities) -> PrefixSet {
-    if !caps.split_31 {
-        return blocks.clone();
-    }
-    PrefixSet::from_nets(blocks.iter().flat_map(|n| match n {
-        IpNet::V4(v4) if v4.prefix_len() == 31 => {
-            v4.hosts().map(|a| IpNet::from(IpAddr::V4(a))).collect()
-        }
-        other => vec![other],
-    }))
 }
 
 /// Parses a rule value as stored by Azure (`1.2.3.4` or `1.2.3.0/24`).

@@ -6,9 +6,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::{Adapter, LiveState, ResourceFacts, TargetSpec, read_rules};
-use crate::azure::arm::{ArmClient, ArmError};
+use crate::azure::arm::{ArmError, Transport};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
+use crate::tags::TagState;
 
 /// An Event Hubs or Service Bus namespace: the same API, different limits
 /// and permissions (see `eventhubs.rs` and `servicebus.rs`).
@@ -41,25 +42,12 @@ impl Adapter for NamespaceAdapter {
         self.accepts_ipv6
     }
 
-    fn resource_warnings(
-        &self,
-        live: &LiveState,
-        _facts: &ResourceFacts,
-        _tags: &[&crate::tags::TagState],
-    ) -> Vec<String> {
+    fn resource_warnings(&self, live: &LiveState, _tags: &[&TagState]) -> Vec<String> {
         if live.trusted_service_access == Some(true) {
             vec!["trusted Microsoft services access is enabled: Azure Digital Twins with a system-assigned identity may not need IP rules".into()]
         } else {
             Vec::new()
         }
-    }
-
-    fn read_action(&self) -> &'static str {
-        self.read_rules
-    }
-
-    fn write_action(&self) -> &'static str {
-        self.write_rules
     }
 
     fn capabilities(&self, target: &TargetSpec) -> Capabilities {
@@ -72,8 +60,17 @@ impl Adapter for NamespaceAdapter {
         }
     }
 
-    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
-        let mut facts = namespace_facts(arm, target, self.read_namespace).await?;
+    /// Two GETs: the namespace (tier, location), then its rule set; a Basic
+    /// namespace is not asked for rules it cannot hold.
+    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError> {
+        let ns = arm
+            .get(&target.resource.id, API_VERSION, self.read_namespace)
+            .await?;
+        let mut facts = ResourceFacts {
+            sku: ns["sku"]["name"].as_str().map(str::to_owned),
+            location: ns["location"].as_str().map(str::to_owned),
+            unsupported: None,
+        };
         if facts
             .sku
             .as_deref()
@@ -83,23 +80,28 @@ impl Adapter for NamespaceAdapter {
                 "{} Basic namespaces cannot hold IP rules; upgrade the namespace to {}",
                 self.product, self.basic_upgrade
             ));
+            return Ok(LiveState::unsupported(facts));
         }
-        Ok(facts)
-    }
-
-    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
-        read(arm, target, self.read_rules).await
+        let body = arm.get(&path(target), API_VERSION, self.read_rules).await?;
+        state_from(&body, facts)
     }
 
     async fn write(
         &self,
-        arm: &ArmClient,
+        arm: &dyn Transport,
         target: &TargetSpec,
         live: &LiveState,
         add: &PrefixSet,
         remove: &PrefixSet,
     ) -> Result<LiveState, ArmError> {
-        write(arm, target, live, add, remove, self.write_rules).await
+        let mut props = live.raw.clone();
+        let rules = props["ipRules"].as_array().cloned().unwrap_or_default();
+        props["ipRules"] = Value::Array(super::edit_rules(&rules, "ipMask", add, remove));
+        let body = serde_json::json!({ "properties": props });
+        let answer = arm
+            .put(&path(target), API_VERSION, &body, self.write_rules)
+            .await?;
+        state_from(&answer, live.facts.clone())
     }
 }
 
@@ -109,16 +111,7 @@ fn path(target: &TargetSpec) -> String {
     format!("{}/networkRuleSets/default", target.resource.id)
 }
 
-pub async fn read(
-    arm: &ArmClient,
-    target: &TargetSpec,
-    action: &str,
-) -> Result<LiveState, ArmError> {
-    let body = arm.get(&path(target), API_VERSION, action).await?;
-    state_from(&body)
-}
-
-pub fn state_from(body: &Value) -> Result<LiveState, ArmError> {
+fn state_from(body: &Value, facts: ResourceFacts) -> Result<LiveState, ArmError> {
     let props = body
         .get("properties")
         .filter(|p| p.is_object())
@@ -128,6 +121,7 @@ pub fn state_from(body: &Value) -> Result<LiveState, ArmError> {
     let (ip, other_ip_rules) = read_rules(&props["ipRules"], "ipMask");
     let vnet_rules = props["virtualNetworkRules"].as_array().map_or(0, Vec::len);
     Ok(LiveState {
+        facts,
         rules: LiveRules {
             ip,
             vnet_rules,
@@ -136,39 +130,7 @@ pub fn state_from(body: &Value) -> Result<LiveState, ArmError> {
         default_action: props["defaultAction"].as_str().map(str::to_owned),
         public_network_access: props["publicNetworkAccess"].as_str().map(str::to_owned),
         trusted_service_access: props["trustedServiceAccessEnabled"].as_bool(),
-        notes: Vec::new(),
-        location: body["location"].as_str().map(str::to_owned),
         fingerprint: LiveState::fingerprint_of(props),
         raw: props.clone(),
-    })
-}
-
-pub async fn write(
-    arm: &ArmClient,
-    target: &TargetSpec,
-    live: &LiveState,
-    add: &PrefixSet,
-    remove: &PrefixSet,
-    action: &str,
-) -> Result<LiveState, ArmError> {
-    let mut props = live.raw.clone();
-    let rules = props["ipRules"].as_array().cloned().unwrap_or_default();
-    props["ipRules"] = Value::Array(super::edit_rules(&rules, "ipMask", add, remove));
-    let body = serde_json::json!({ "properties": props });
-    let answer = arm.put(&path(target), API_VERSION, &body, action).await?;
-    state_from(&answer)
-}
-
-/// The namespace's SKU and location.
-pub async fn namespace_facts(
-    arm: &ArmClient,
-    target: &TargetSpec,
-    action: &str,
-) -> Result<ResourceFacts, ArmError> {
-    let ns = arm.get(&target.resource.id, API_VERSION, action).await?;
-    Ok(ResourceFacts {
-        sku: ns["sku"]["name"].as_str().map(str::to_owned),
-        location: ns["location"].as_str().map(str::to_owned),
-        unsupported: None,
     })
 }

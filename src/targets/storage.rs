@@ -9,9 +9,10 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::{Adapter, LiveState, ResourceFacts, TargetSpec, edit_rules, read_rules};
-use crate::azure::arm::{ArmClient, ArmError};
+use crate::azure::arm::{ArmError, Transport};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
+use crate::tags::TagState;
 
 pub const API_VERSION: &str = "2025-06-01";
 const ACTION_READ: &str = "Microsoft.Storage/storageAccounts/read";
@@ -21,7 +22,14 @@ pub struct Storage;
 
 pub const STORAGE: Storage = Storage;
 
+/// The account's facts and its `networkAcls`, from one GET (or the PATCH's
+/// answer, which is the whole account).
 fn state_from(account: &Value) -> Result<LiveState, ArmError> {
+    let facts = ResourceFacts {
+        sku: account["sku"]["name"].as_str().map(str::to_owned),
+        location: account["location"].as_str().map(str::to_owned),
+        unsupported: None,
+    };
     let acls = account["properties"]
         .get("networkAcls")
         .filter(|a| a.is_object())
@@ -31,6 +39,7 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
     let (v4, other_v4) = read_rules(&acls["ipRules"], "value");
     let (v6, other_v6) = read_rules(&acls["ipv6Rules"], "value");
     Ok(LiveState {
+        facts,
         rules: LiveRules {
             ip: v4.union(&v6),
             vnet_rules: acls["virtualNetworkRules"].as_array().map_or(0, Vec::len),
@@ -41,8 +50,6 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
             .as_str()
             .map(str::to_owned),
         trusted_service_access: acls["bypass"].as_str().map(|b| b.contains("AzureServices")),
-        notes: Vec::new(),
-        location: account["location"].as_str().map(str::to_owned),
         fingerprint: LiveState::fingerprint_of(acls),
         raw: acls.clone(),
     })
@@ -66,13 +73,8 @@ impl Adapter for Storage {
     }
 
     /// IP rules do not apply to requests from the account's own region.
-    fn resource_warnings(
-        &self,
-        _live: &LiveState,
-        facts: &ResourceFacts,
-        tags: &[&crate::tags::TagState],
-    ) -> Vec<String> {
-        let Some(loc) = &facts.location else {
+    fn resource_warnings(&self, live: &LiveState, tags: &[&TagState]) -> Vec<String> {
+        let Some(loc) = &live.facts.location else {
             return Vec::new();
         };
         let same: Vec<&str> = tags
@@ -92,14 +94,6 @@ impl Adapter for Storage {
         )]
     }
 
-    fn read_action(&self) -> &'static str {
-        ACTION_READ
-    }
-
-    fn write_action(&self) -> &'static str {
-        ACTION_WRITE
-    }
-
     fn capabilities(&self, target: &TargetSpec) -> Capabilities {
         Capabilities {
             budget: target.max_rules.unwrap_or(400),
@@ -110,18 +104,7 @@ impl Adapter for Storage {
         }
     }
 
-    async fn facts(&self, arm: &ArmClient, target: &TargetSpec) -> Result<ResourceFacts, ArmError> {
-        let account = arm
-            .get(&target.resource.id, API_VERSION, ACTION_READ)
-            .await?;
-        Ok(ResourceFacts {
-            sku: account["sku"]["name"].as_str().map(str::to_owned),
-            location: account["location"].as_str().map(str::to_owned),
-            unsupported: None,
-        })
-    }
-
-    async fn read(&self, arm: &ArmClient, target: &TargetSpec) -> Result<LiveState, ArmError> {
+    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError> {
         let account = arm
             .get(&target.resource.id, API_VERSION, ACTION_READ)
             .await?;
@@ -130,7 +113,7 @@ impl Adapter for Storage {
 
     async fn write(
         &self,
-        arm: &ArmClient,
+        arm: &dyn Transport,
         target: &TargetSpec,
         live: &LiveState,
         add: &PrefixSet,
@@ -156,19 +139,14 @@ impl Adapter for Storage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tags::TagState;
 
     #[test]
     fn warns_when_the_account_is_in_the_region_of_a_selected_sub_tag() {
-        let live = LiveState {
-            rules: LiveRules::default(),
-            raw: Value::Null,
-            default_action: Some("Deny".into()),
-            public_network_access: None,
-            trusted_service_access: None,
-            notes: Vec::new(),
-            location: None,
-            fingerprint: String::new(),
+        let live = |loc: &str| {
+            LiveState::unsupported(ResourceFacts {
+                location: Some(loc.into()),
+                ..ResourceFacts::default()
+            })
         };
         let tag = |name: &str, region: &str| TagState {
             name: name.into(),
@@ -178,16 +156,12 @@ mod tests {
         };
         let france = tag("AzureDigitalTwins.FranceCentral", "centralfrance");
         let global = tag("AzureDigitalTwins", "");
-        let facts = |loc: &str| ResourceFacts {
-            location: Some(loc.into()),
-            ..ResourceFacts::default()
-        };
-        let w = STORAGE.resource_warnings(&live, &facts("francecentral"), &[&global, &france]);
+        let w = STORAGE.resource_warnings(&live("francecentral"), &[&global, &france]);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("AzureDigitalTwins.FranceCentral"), "{}", w[0]);
         assert!(
             STORAGE
-                .resource_warnings(&live, &facts("westeurope"), &[&global, &france])
+                .resource_warnings(&live("westeurope"), &[&global, &france])
                 .is_empty()
         );
     }

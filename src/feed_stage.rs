@@ -1,8 +1,8 @@
-//! Run once: fetch the feed, validate it, select the tags, record the run.
+//! The feed stage of a run: fetch the feed, validate it, select the tags,
+//! record the run.
 //!
-//! This is the one code path behind `tagsync sync`, the CronJob and each
-//! tick of the daemon. A failure at any step is recorded as a failed run and
-//! leaves every earlier snapshot as it was.
+//! A failure at any step is recorded as a failed run and leaves every
+//! earlier snapshot as it was.
 
 use crate::azure::arm::ArmClient;
 use crate::config::Settings;
@@ -10,14 +10,8 @@ use crate::error::Error;
 use crate::feed::ServiceTag;
 use crate::feed::source::{self, Content, PreviousDownload};
 use crate::history::{History, NewRun, RecordedRun};
-use crate::tags::TagState;
 use crate::http::{HttpClient, Validators};
-
-#[derive(Debug, Clone, Default)]
-pub struct SyncOptions {
-    /// Accept a feed whose changeNumber is lower than the last recorded one.
-    pub allow_regression: bool,
-}
+use crate::tags::TagState;
 
 /// Facts about the feed a run used.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -44,24 +38,25 @@ pub struct FeedRun {
 }
 
 /// Fetches, validates, selects and records. On error the failure has been
-/// recorded (when the database works) and is returned.
+/// recorded (when the database works) and is returned. `allow_regression`
+/// accepts a feed whose changeNumber is lower than the last recorded one.
 pub async fn run_feed(
     settings: &Settings,
     history: &History,
     http: &HttpClient,
     arm: Option<&ArmClient>,
-    opts: &SyncOptions,
+    allow_regression: bool,
 ) -> Result<FeedRun, Error> {
     let mut run = NewRun {
         started_at: crate::history::now(),
         source: settings.source.name().to_owned(),
         cloud: settings.cloud.feed_name().to_owned(),
-        allow_regression: opts.allow_regression,
+        allow_regression,
         selection: selection_json(settings),
         ..NewRun::default()
     };
     let fetch_started = std::time::Instant::now();
-    match fetch_and_select(settings, history, http, arm, opts, &mut run).await {
+    match fetch_and_select(settings, history, http, arm, allow_regression, &mut run).await {
         Ok((feed, tags, warnings)) => {
             let m = crate::metrics::metrics();
             m.feed_download_duration
@@ -149,7 +144,7 @@ async fn fetch_and_select(
     history: &History,
     http: &HttpClient,
     arm: Option<&ArmClient>,
-    opts: &SyncOptions,
+    allow_regression: bool,
     run: &mut NewRun,
 ) -> Result<(FeedInfo, Vec<TagState>, Vec<String>), Error> {
     let last = history.last_good_run(&run.cloud).await?;
@@ -230,7 +225,7 @@ async fn fetch_and_select(
     if let Some(prev) = last.as_ref().and_then(|l| l.change_number) {
         let current = loaded.feed.change_number;
         if current < prev {
-            if opts.allow_regression {
+            if allow_regression {
                 tracing::warn!(
                     current,
                     previous = prev,
@@ -282,14 +277,9 @@ async fn fetch_and_select(
         tag_count: Some(loaded.feed.tag_names.len()),
         not_modified: false,
     };
-    Ok((feed, tags.into_iter().map(tag_state).collect(), warnings))
-}
-
-fn tag_state(tag: ServiceTag) -> TagState {
-    TagState {
-        name: tag.name,
-        region: tag.region,
-        change_number: tag.change_number,
-        prefixes: tag.prefixes,
-    }
+    Ok((
+        feed,
+        tags.into_iter().map(TagState::from).collect(),
+        warnings,
+    ))
 }
