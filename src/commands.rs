@@ -496,3 +496,50 @@ fn config_check(cli: &Cli) -> Result<u8, Error> {
     emit(cli.output, &report, render::config_human)?;
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every variable a flag reads (clap's `env`), in every subcommand.
+    fn flag_variables(cmd: &clap::Command, out: &mut BTreeSet<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(var) = arg.get_env() {
+                out.insert(var.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            flag_variables(sub, out);
+        }
+    }
+
+    #[test]
+    fn readme_environment_table_is_exactly_what_the_flags_and_the_config_read() {
+        let mut read = BTreeSet::new();
+        flag_variables(&Cli::command(), &mut read);
+        let asked = std::cell::RefCell::new(Vec::new());
+        ConfigFile::default()
+            .apply_env(|k| {
+                asked.borrow_mut().push(k.to_owned());
+                None
+            })
+            .expect("no variable set");
+        read.extend(asked.into_inner());
+        let readme = include_str!("../README.md");
+        let table: BTreeSet<String> = readme
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `TAGSYNC_"))
+            .filter_map(|l| l.split('`').next())
+            .map(|v| format!("TAGSYNC_{v}"))
+            .collect();
+        assert!(read.len() > 20, "{read:?}");
+        assert_eq!(
+            table, read,
+            "the README's environment table must list exactly the variables tagsync reads"
+        );
+    }
+}

@@ -37,15 +37,6 @@ pub enum SourceKind {
 }
 
 impl SourceKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SourceKind::DownloadCenter => "download-center",
-            SourceKind::Url => "url",
-            SourceKind::File => "file",
-            SourceKind::DiscoveryApi => "discovery-api",
-        }
-    }
-
     fn parse(s: &str) -> Option<Self> {
         match s {
             "download-center" => Some(Self::DownloadCenter),
@@ -277,28 +268,6 @@ fn parse_bytes(s: &str) -> Result<ByteSize, String> {
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The environment variables tagsync reads, with the setting each sets.
-/// The README's table is checked against this list by a test.
-pub const ENV_VARS: &[(&str, &str)] = &[
-    (
-        "TAGSYNC_CONFIG",
-        "--config: path of the TOML configuration file",
-    ),
-    ("TAGSYNC_DB", "--db / [database] path"),
-    ("TAGSYNC_OUTPUT", "--output: human or json"),
-    ("TAGSYNC_LOG_FORMAT", "--log-format: human or json"),
-    ("TAGSYNC_FEED_SOURCE", "[feed] source"),
-    ("TAGSYNC_FEED_CLOUD", "[feed] cloud"),
-    ("TAGSYNC_FEED_URL", "[feed] url"),
-    ("TAGSYNC_FEED_FILE", "[feed] file"),
-    ("TAGSYNC_FEED_LOCATION", "[feed] location (discovery-api)"),
-    ("TAGSYNC_FEED_MAX_BYTES", "[feed] max_bytes"),
-    ("TAGSYNC_FEED_TIMEOUT", "[feed] timeout"),
-    ("TAGSYNC_TAGS_SELECT", "[tags] select, comma-separated"),
-    ("TAGSYNC_TAGS_REGIONS", "[tags] regions, comma-separated"),
-    ("TAGSYNC_DATABASE_RETENTION", "[database] retention"),
-];
-
 impl ConfigFile {
     /// Reads a config file. Unknown keys, wrong types and bad values are
     /// errors naming the file, line and key.
@@ -316,7 +285,8 @@ impl ConfigFile {
         toml::from_str(text).map_err(|e| ConfigError(format!("config file {origin}: {e}")))
     }
 
-    /// Applies `TAGSYNC_*` variables (see [`ENV_VARS`]) from `get`.
+    /// Applies the `TAGSYNC_*` variables of the configuration file from `get`
+    /// (the README's table is checked against the names it asks for).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let bad =
             |var: &str, why: String| ConfigError(format!("environment variable {var}: {why}"));

@@ -154,10 +154,6 @@ impl HttpClient {
         Ok(Self { client, settings })
     }
 
-    pub fn settings(&self) -> &HttpSettings {
-        &self.settings
-    }
-
     /// GETs `url` with retries. With `validators`, sends `If-None-Match` /
     /// `If-Modified-Since` and returns [`Fetch::NotModified`] on 304.
     pub async fn get(

@@ -33,24 +33,24 @@
 //!   the human and JSON output of each command.
 //! - [`error`]: the top-level error and the documented exit codes.
 
-pub mod azure;
-pub mod cli;
+pub(crate) mod azure;
+pub(crate) mod cli;
 pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod digest;
-pub mod error;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod digest;
+pub(crate) mod error;
 pub mod feed;
-pub mod feed_stage;
+pub(crate) mod feed_stage;
 pub mod fit;
-pub mod history;
-pub mod http;
-pub mod ledger;
+pub(crate) mod history;
+pub(crate) mod http;
+pub(crate) mod ledger;
 pub mod metrics;
-pub mod plan;
+pub(crate) mod plan;
 pub mod prefix;
-pub mod reconcile;
-pub mod render;
-pub mod run;
-pub mod tags;
-pub mod targets;
+pub(crate) mod reconcile;
+pub(crate) mod render;
+pub(crate) mod run;
+pub(crate) mod tags;
+pub(crate) mod targets;

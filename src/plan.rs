@@ -365,6 +365,7 @@ pub struct Fitted {
 
 impl Fitted {
     /// Desired rules taken as they are (they fit).
+    #[cfg(test)]
     pub fn lossless(rules: PrefixSet) -> Self {
         let n = rules.len();
         Self {

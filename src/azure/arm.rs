@@ -62,29 +62,6 @@ pub enum ArmError {
     Invalid(String),
 }
 
-impl ArmError {
-    pub fn status(&self) -> Option<u16> {
-        match self {
-            ArmError::Api { status, .. } => Some(*status),
-            _ => None,
-        }
-    }
-
-    /// A short bounded label.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ArmError::Api { status: 403, .. } => "forbidden",
-            ArmError::Api { status: 404, .. } => "not-found",
-            ArmError::Api { status, .. } if *status < 500 => "rejected",
-            ArmError::Api { .. } => "server-error",
-            ArmError::Transport { .. } => "transport",
-            ArmError::Deadline { .. } => "deadline",
-            ArmError::Auth(_) => "auth",
-            ArmError::Invalid(_) => "invalid-response",
-        }
-    }
-}
-
 /// How adapters reach Resource Manager: one call, answered with the
 /// resource's JSON (a long-running write already polled to its end). The
 /// [`ArmClient`] is the real one; tests put an in-memory resource behind it.
@@ -247,28 +224,6 @@ impl ArmClient {
         self.request(Method::GET, &full, None, action)
             .await
             .map(|(_, v)| v)
-    }
-
-    pub async fn put(
-        &self,
-        path: &str,
-        api_version: &str,
-        body: &Value,
-        action: &str,
-    ) -> Result<Value, ArmError> {
-        self.call(Method::PUT, path, api_version, Some(body), action)
-            .await
-    }
-
-    pub async fn patch(
-        &self,
-        path: &str,
-        api_version: &str,
-        body: &Value,
-        action: &str,
-    ) -> Result<Value, ArmError> {
-        self.call(Method::PATCH, path, api_version, Some(body), action)
-            .await
     }
 
     /// GET an absolute URL on the Resource Manager host (`nextLink`).

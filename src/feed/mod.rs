@@ -9,7 +9,7 @@
 //! Sources (download center, pinned URL, file) live in [`source`].
 
 pub mod scan;
-pub mod source;
+pub(crate) mod source;
 
 pub use scan::{ScannedFeed, scan};
 
