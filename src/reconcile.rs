@@ -291,7 +291,7 @@ async fn reconcile_one(
     }
 
     // 1. Read.
-    let live = match target.adapter.read(ctx.arm.as_ref(), target).await {
+    let live = match target.adapter.read(ctx.arm.as_ref(), target, None).await {
         Ok(l) => l,
         Err(e) => fail!(e, None),
     };
@@ -456,7 +456,11 @@ async fn reconcile_one(
     // 4. Write: re-read first, and plan again on rules changed meanwhile.
     let mut live = live;
     if !p.refused() && p.has_changes() && planner.is_some() {
-        let fresh = match target.adapter.read(ctx.arm.as_ref(), target).await {
+        let fresh = match target
+            .adapter
+            .read(ctx.arm.as_ref(), target, Some(&live.facts))
+            .await
+        {
             Ok(f) => f,
             Err(e) => fail!(e, Some(live)),
         };
@@ -510,7 +514,11 @@ async fn reconcile_one(
     };
 
     // Verify: what Azure holds now, not what it answered.
-    let after = match target.adapter.read(ctx.arm.as_ref(), target).await {
+    let after = match target
+        .adapter
+        .read(ctx.arm.as_ref(), target, Some(&live.facts))
+        .await
+    {
         Ok(a) => a,
         Err(e) => {
             report
@@ -662,5 +670,190 @@ fn record_target_metrics(r: &TargetReport) {
     }
     if !r.drift.is_empty() {
         m.target_drift.with_label_values(&[name]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline in process: the real adapters, planner and ledger (a
+    //! real SQLite file) against an in-memory Event Hubs namespace behind
+    //! the [`Transport`] trait.
+
+    use std::sync::Mutex;
+
+    use reqwest::Method;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::azure::arm::ArmError;
+
+    /// One Event Hubs namespace: its resource and its rule set; records the
+    /// calls; can be told to panic.
+    struct MemoryNamespace {
+        rules: Mutex<Value>,
+        calls: Mutex<Vec<String>>,
+        panic_on_put: bool,
+    }
+
+    impl MemoryNamespace {
+        fn new(ip_rules: Value) -> Self {
+            Self {
+                rules: Mutex::new(json!({"properties": {
+                    "publicNetworkAccess": "Enabled", "defaultAction": "Deny",
+                    "virtualNetworkRules": [], "ipRules": ip_rules,
+                    "trustedServiceAccessEnabled": false}})),
+                calls: Mutex::new(Vec::new()),
+                panic_on_put: false,
+            }
+        }
+
+        fn calls(&self) -> Vec<String> {
+            std::mem::take(&mut *self.calls.lock().expect("lock"))
+        }
+
+        fn masks(&self) -> Vec<String> {
+            self.rules.lock().expect("lock")["properties"]["ipRules"]
+                .as_array()
+                .expect("rules")
+                .iter()
+                .map(|r| r["ipMask"].as_str().expect("mask").to_owned())
+                .collect()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Transport for MemoryNamespace {
+        async fn send(
+            &self,
+            method: Method,
+            path: &str,
+            _api_version: &str,
+            body: Option<&Value>,
+            _action: &str,
+        ) -> Result<Value, ArmError> {
+            let rules_path = path.ends_with("/networkRuleSets/default");
+            self.calls.lock().expect("lock").push(format!(
+                "{method} {}",
+                if rules_path { "rules" } else { "namespace" }
+            ));
+            match (method, rules_path) {
+                (Method::GET, false) => {
+                    Ok(json!({"sku": {"name": "Standard"}, "location": "westeurope"}))
+                }
+                (Method::GET, true) => Ok(self.rules.lock().expect("lock").clone()),
+                (Method::PUT, true) => {
+                    assert!(!self.panic_on_put, "the fake was told to panic");
+                    let body = body.cloned().unwrap_or_default();
+                    *self.rules.lock().expect("lock") = body.clone();
+                    Ok(body)
+                }
+                (m, _) => Err(ArmError::Invalid(format!("unexpected {m} {path}"))),
+            }
+        }
+    }
+
+    fn target() -> TargetSpec {
+        let toml = "[[targets]]\nname = \"eh\"\nresource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns\"\n";
+        let settings = crate::config::ConfigFile::parse(toml, "test")
+            .and_then(|c| c.validate())
+            .expect("valid");
+        settings.targets[0].clone()
+    }
+
+    fn tags(prefixes: &[&str]) -> Arc<Vec<TagState>> {
+        Arc::new(vec![TagState {
+            name: "AzureDigitalTwins".into(),
+            region: String::new(),
+            change_number: 1,
+            prefixes: PrefixSet::parse_all(prefixes.iter().copied())
+                .expect("valid")
+                .0,
+        }])
+    }
+
+    async fn run(
+        history: &History,
+        arm: Arc<MemoryNamespace>,
+        step: Step,
+        prefixes: &[&str],
+    ) -> TargetRun {
+        let ctx = Arc::new(Context {
+            history: history.clone(),
+            arm,
+            run_id: None,
+            force: false,
+            step,
+        });
+        let work = vec![Work {
+            target: target(),
+            saved: None,
+        }];
+        let mut runs = reconcile(ctx, work, tags(prefixes), 4).await;
+        assert_eq!(runs.len(), 1, "every target is reported");
+        runs.remove(0)
+    }
+
+    #[tokio::test]
+    async fn plan_writes_nothing_apply_writes_once_and_an_unchanged_target_costs_two_reads() {
+        let dir = tempfile::tempdir().expect("dir");
+        let history = History::open(&dir.path().join("t.db"), true)
+            .await
+            .expect("db");
+        let ns = Arc::new(MemoryNamespace::new(
+            json!([{"ipMask": "1.1.1.1", "action": "Allow"}]),
+        ));
+
+        let planned = run(&history, ns.clone(), Step::Plan, &["20.0.0.0/29"]).await;
+        assert_eq!(planned.report.outcome, Outcome::Planned);
+        assert_eq!(ns.calls(), vec!["GET namespace", "GET rules"]);
+        assert!(history.ledger(&target()).await.expect("ledger").is_empty());
+
+        let applied = run(&history, ns.clone(), Step::Write, &["20.0.0.0/29"]).await;
+        assert_eq!(
+            applied.report.outcome,
+            Outcome::Applied,
+            "{:?}",
+            applied.report
+        );
+        assert_eq!(ns.masks(), vec!["1.1.1.1", "20.0.0.0/29"]);
+        assert_eq!(
+            ns.calls(),
+            vec![
+                "GET namespace",
+                "GET rules",
+                "GET rules",
+                "PUT rules",
+                "GET rules"
+            ]
+        );
+        let ledger = history.ledger(&target()).await.expect("ledger");
+        assert_eq!(
+            ledger.keys().map(ToString::to_string).collect::<Vec<_>>(),
+            vec!["20.0.0.0/29"]
+        );
+
+        let again = run(&history, ns.clone(), Step::Write, &["20.0.0.0/29"]).await;
+        assert_eq!(again.report.outcome, Outcome::Unchanged);
+        assert_eq!(ns.calls(), vec!["GET namespace", "GET rules"]);
+        history.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_panic_inside_a_target_is_a_failed_target_not_a_missing_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let history = History::open(&dir.path().join("t.db"), true)
+            .await
+            .expect("db");
+        let mut ns = MemoryNamespace::new(json!([]));
+        ns.panic_on_put = true;
+        let failed = run(&history, Arc::new(ns), Step::Write, &["20.0.0.0/29"]).await;
+        assert_eq!(failed.report.outcome, Outcome::Failed);
+        let error = failed.report.error.unwrap_or_default();
+        assert!(error.contains("internal error"), "{error}");
+        // Recorded like any failure.
+        let applies = history.applies("eh", 10).await.expect("applies");
+        assert_eq!(applies.len(), 1);
+        assert_eq!(applies[0].outcome, "failed");
+        history.close().await;
     }
 }

@@ -201,8 +201,15 @@ pub trait Adapter: Send + Sync {
     }
 
     /// Reads the resource's facts and its whole live rule set, with one GET
-    /// where the resource holds both.
-    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError>;
+    /// where the resource holds both. `known` is the facts an earlier read
+    /// of this run found (re-reads, read-backs): a kind whose facts cost a
+    /// GET of their own does not ask again.
+    async fn read(
+        &self,
+        arm: &dyn Transport,
+        target: &TargetSpec,
+        known: Option<&ResourceFacts>,
+    ) -> Result<LiveState, ArmError>;
 
     /// Writes the rule set: `live.raw` with the IP rules for `add` appended
     /// and those for `remove` taken out. Returns the state Azure answered.

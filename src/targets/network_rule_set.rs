@@ -60,9 +60,18 @@ impl Adapter for NamespaceAdapter {
         }
     }
 
-    /// Two GETs: the namespace (tier, location), then its rule set; a Basic
-    /// namespace is not asked for rules it cannot hold.
-    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError> {
+    /// Two GETs: the namespace (tier, location), unless known, then its rule
+    /// set; a Basic namespace is not asked for rules it cannot hold.
+    async fn read(
+        &self,
+        arm: &dyn Transport,
+        target: &TargetSpec,
+        known: Option<&ResourceFacts>,
+    ) -> Result<LiveState, ArmError> {
+        if let Some(facts) = known {
+            let body = arm.get(&path(target), API_VERSION, self.read_rules).await?;
+            return state_from(&body, facts.clone());
+        }
         let ns = arm
             .get(&target.resource.id, API_VERSION, self.read_namespace)
             .await?;

@@ -104,7 +104,13 @@ impl Adapter for Storage {
         }
     }
 
-    async fn read(&self, arm: &dyn Transport, target: &TargetSpec) -> Result<LiveState, ArmError> {
+    /// One GET: the account holds its facts and its rules.
+    async fn read(
+        &self,
+        arm: &dyn Transport,
+        target: &TargetSpec,
+        _known: Option<&ResourceFacts>,
+    ) -> Result<LiveState, ArmError> {
         let account = arm
             .get(&target.resource.id, API_VERSION, ACTION_READ)
             .await?;

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::targets::{EH, World, masks, world};
 use crate::util::*;
+use crate::world::{EH, World, masks, world};
 use ipnet::{IpNet, Ipv4Net};
 
 fn v4_addresses(nets: impl IntoIterator<Item = Ipv4Net>) -> BTreeSet<u32> {
@@ -25,22 +25,15 @@ fn adt_v4(feed: &[u8]) -> Vec<Ipv4Net> {
 
 fn sync_real_feed(w: &World, extra_env: &[(&str, &str)]) -> Run {
     let feed = w.dir.fixture("ServiceTags_Public_20251106.json.gz");
-    let env = w.arm.identity_env();
-    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    env.extend_from_slice(extra_env);
-    w.dir.run_with(
+    w.run_env(
         &[
-            "--config",
-            &w.cfg,
-            "--output",
-            "json",
             "sync",
             "--target",
             "adt-events",
             "--feed-file",
             feed.to_str().expect("utf-8"),
         ],
-        &env,
+        extra_env,
     )
 }
 
@@ -150,15 +143,44 @@ fn a_regional_selection_with_unassigned_prefixes() {
         .map(|p| p.as_str().expect("prefix").to_owned())
         .filter(|p| !p.contains(':'))
         .collect();
-    let we = tag_prefixes(
-        &std::fs::read(&feed).expect("feed"),
-        "AzureDigitalTwins.WestEurope",
+    let bytes = std::fs::read(&feed).expect("feed");
+    let we = tag_prefixes(&bytes, "AzureDigitalTwins.WestEurope");
+    // The unassigned prefixes computed independently of tagsync: every IPv4
+    // prefix of the global tag that no sub-tag's range covers (iprange).
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    let mut regional = iprange::IpRange::<Ipv4Net>::new();
+    for t in raw["values"].as_array().expect("values") {
+        if t["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("AzureDigitalTwins."))
+        {
+            for p in t["properties"]["addressPrefixes"]
+                .as_array()
+                .expect("prefixes")
+            {
+                if let Ok(IpNet::V4(n)) = p.as_str().expect("string").parse::<IpNet>() {
+                    regional.add(n.trunc());
+                }
+            }
+        }
+    }
+    let independent: BTreeSet<String> = adt_v4(&bytes)
+        .into_iter()
+        .filter(|n| !regional.contains(n))
+        .map(|n| n.to_string())
+        .collect();
+    // FACTS: 29 of the 367 prefixes are in no sub-tag; 19 of them IPv4.
+    assert_eq!(independent.len(), 19);
+    assert_eq!(
+        unassigned_v4.iter().cloned().collect::<BTreeSet<_>>(),
+        independent,
+        "`feed regions` agrees with the independent computation"
     );
     let expected: BTreeSet<String> = we
         .iter()
         .filter(|p| !p.contains(':'))
         .cloned()
-        .chain(unassigned_v4)
+        .chain(independent)
         .collect();
     let desired: BTreeSet<String> = eh["desired"]
         .as_array()

@@ -211,22 +211,10 @@ fn retention_prunes_old_runs_but_keeps_the_latest_snapshot() {
             .assert_code(0);
     }
     // Age every run by three years, then sync the same file with retention.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let pool = sqlx::SqlitePool::connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new().filename(dir.db()),
-        )
-        .await
-        .expect("open");
-        sqlx::query("UPDATE runs SET started_at = '2023-01-01T00:00:00.000Z'")
-            .execute(&pool)
-            .await
-            .expect("age runs");
-        pool.close().await;
-    });
+    execute_sql(
+        &dir.db(),
+        "UPDATE runs SET started_at = '2023-01-01T00:00:00.000Z'",
+    );
     let f = dir.write("f.json", fixture_bytes(&files[3]));
     let run = dir.run_with(
         &[

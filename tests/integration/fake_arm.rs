@@ -31,6 +31,8 @@ pub struct State {
     /// Scripted answers, taken first: (path substring, method, response).
     pub faults: VecDeque<(String, String, Response)>,
     pub writes: Vec<String>,
+    /// Every authorized Resource Manager request: `METHOD /lower/cased/path`.
+    pub requests: Vec<String>,
     pub token_requests: usize,
     /// Pages of the Service Tag Discovery API answer; `{next}` in a page's
     /// nextLink is replaced by the URL of the following page.
@@ -138,6 +140,11 @@ impl FakeArm {
         ));
     }
 
+    /// Takes the requests made so far (and forgets them).
+    pub fn take_requests(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().expect("lock").requests)
+    }
+
     pub fn writes(&self) -> Vec<String> {
         self.state.lock().expect("lock").writes.clone()
     }
@@ -187,6 +194,7 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         );
     }
     let mut st = state.lock().expect("lock");
+    st.requests.push(format!("{} {path}", req.method));
     let fault = st
         .faults
         .iter()

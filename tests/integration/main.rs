@@ -11,5 +11,7 @@ mod fake_http;
 mod ops;
 mod props;
 mod replay;
+mod run_path;
 mod targets;
 mod util;
+mod world;

@@ -224,3 +224,50 @@ fn readme_documents_every_metric() {
         );
     }
 }
+
+#[test]
+fn a_guard_refusal_is_not_retried_by_the_daemon() {
+    // A Basic namespace is refused (tier) on every run until someone
+    // upgrades it: retrying would only record the feed again and again.
+    let w = crate::world::world("Basic", "");
+    let feed = w
+        .dir
+        .write("feed.json", crate::world::feed(&[crate::world::P1], 10));
+    let port = free_port();
+    let identity = w.arm.identity_env();
+    let mut env: Vec<(&str, &str)> = identity
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.extend([
+        ("TAGSYNC_CONFIG", w.cfg.as_str()),
+        ("TAGSYNC_FEED_SOURCE", "file"),
+        ("TAGSYNC_FEED_FILE", feed.to_str().expect("utf-8")),
+    ]);
+    let child = daemon(
+        &w.dir,
+        port,
+        &[
+            "--run-at-start",
+            "--retry-backoff",
+            "50ms",
+            "--retries",
+            "3",
+        ],
+        &env,
+    );
+    wait_for_metrics(port, |m| {
+        m.contains("tagsync_runs_total{outcome=\"changed\"} 1")
+    });
+    // Retries would start 50 ms after the run and be over within 350 ms.
+    std::thread::sleep(Duration::from_millis(1000));
+    let run = stop(child);
+    run.assert_code(0);
+    assert!(run.stderr.contains("not retrying"), "{}", run.stderr);
+    assert_eq!(
+        db_state(&w.dir.db()).runs.len(),
+        1,
+        "a refusal is not retried: {}",
+        run.stderr
+    );
+}

@@ -164,18 +164,36 @@ impl DbState {
     }
 }
 
-pub fn db_state(path: &Path) -> DbState {
+/// Runs `f` on a connection pool of the SQLite file at `path`: the one way
+/// tests reach a history database behind tagsync's back.
+pub fn with_db<T>(path: &Path, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let opts = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(path)
-            .read_only(true);
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
         let pool = sqlx::SqlitePool::connect_with(opts).await.expect("open db");
+        let out = f(&pool).await;
+        pool.close().await;
+        out
+    })
+}
+
+/// Executes one statement on the database at `path`.
+pub fn execute_sql(path: &Path, sql: &str) {
+    with_db(path, async |pool| {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    });
+}
+
+pub fn db_state(path: &Path) -> DbState {
+    with_db(path, async |pool| {
         let runs = sqlx::query("SELECT id, outcome, error_kind FROM runs ORDER BY id")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .expect("runs")
             .iter()
@@ -184,7 +202,7 @@ pub fn db_state(path: &Path) -> DbState {
         let snapshots = sqlx::query(
             "SELECT id, run_id, tag, region, change_number, prefix_set_id, previous_snapshot_id, changed, added, removed FROM snapshots ORDER BY id",
         )
-        .fetch_all(&pool)
+        .fetch_all(pool)
         .await
         .expect("snapshots")
         .iter()
@@ -205,13 +223,19 @@ pub fn db_state(path: &Path) -> DbState {
         })
         .collect();
         let prefix_sets = sqlx::query("SELECT id, sha256, prefixes FROM prefix_sets ORDER BY id")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .expect("prefix sets")
             .iter()
-            .map(|r| format!("{}|{}|{}", r.get::<i64, _>(0), r.get::<String, _>(1), r.get::<String, _>(2)))
+            .map(|r| {
+                format!(
+                    "{}|{}|{}",
+                    r.get::<i64, _>(0),
+                    r.get::<String, _>(1),
+                    r.get::<String, _>(2)
+                )
+            })
             .collect();
-        pool.close().await;
         DbState {
             runs,
             snapshots,
