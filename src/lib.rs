@@ -5,38 +5,38 @@
 //!
 //! A pipeline of plain stages: feed (fetch, parse) -> tags (select,
 //! PrefixSet) -> history (SQLite) -> plan (pure) -> targets (adapters).
-//! Only [`run`] and [`reconcile`] know them all; the modules form a DAG
-//! (each settings type lives with the module that uses it, and [`config`]
+//! Only `run` and `reconcile` know them all; the modules form a DAG
+//! (each settings type lives with the module that uses it, and `config`
 //! only builds them).
 //!
 //! - [`feed`]: the service tags feed. [`feed::scan()`] streams a feed and keeps
 //!   only the tags asked for; `feed::source` finds and fetches it (download
 //!   center discovery, pinned URL, file, ARM Discovery API).
-//! - [`tags`]: which tags are followed: the one selection (names, regional
+//! - `tags`: which tags are followed: the one selection (names, regional
 //!   sub-tags, unassigned) over a feed's tags or a run's recorded ones.
 //! - [`prefix`]: [`prefix::PrefixSet`], the canonical set of prefixes
-//!   everything is expressed in; [`digest`]: SHA-256 in hex.
-//! - [`history`]: the SQLite history of runs, snapshots and changes;
-//!   [`ledger`]: the ownership ledger and the record of applies, in it.
-//! - [`feed_stage`]: the feed stage of a run: fetch, validate, select, record.
+//!   everything is expressed in; `digest`: SHA-256 in hex.
+//! - `history`: the SQLite history of runs, snapshots and changes;
+//!   `ledger`: the ownership ledger and the record of applies, in it.
+//! - `feed_stage`: the feed stage of a run: fetch, validate, select, record.
 //! - [`fit`]: fitting prefixes into a rule budget (exact summarization).
-//! - [`plan`]: the pure plan of one target (fit, then add, remove, keep,
+//! - `plan`: the pure plan of one target (fit, then add, remove, keep,
 //!   guards), computed once.
-//! - [`targets`]: one adapter per kind of resource (Event Hubs, Service Bus,
+//! - `targets`: one adapter per kind of resource (Event Hubs, Service Bus,
 //!   Storage) behind one small trait, and the registry.
-//! - [`reconcile`]: the per-target pipeline: read, desired, plan, the mode's
+//! - `reconcile`: the per-target pipeline: read, desired, plan, the mode's
 //!   step, write, verify, ledger.
-//! - [`run`]: a [`run::Session`] and a [`run::Mode`]: the one run path of
+//! - `run`: a `run::Session` and a `run::Mode`: the one run path of
 //!   `sync`, `plan`, `apply`, `targets check/adopt` and each daemon tick;
-//!   [`daemon`]: the schedule and the HTTP endpoints; [`metrics`]: the
+//!   `daemon`: the schedule and the HTTP endpoints; [`metrics`]: the
 //!   Prometheus registry.
-//! - [`azure`]: Entra ID credentials, the Resource Manager client and the
-//!   transport trait adapters call it through; [`http`]: the feed's client.
-//! - [`config`]: TOML file, environment and flags, validated into
+//! - `azure`: Entra ID credentials, the Resource Manager client and the
+//!   transport trait adapters call it through; `http`: the feed's client.
+//! - `config`: TOML file, environment and flags, validated into
 //!   `config::Settings`.
-//! - [`cli`], [`commands`], [`render`]: arguments, command execution, and
+//! - `cli`, [`commands`], `render`: arguments, command execution, and
 //!   the human and JSON output of each command.
-//! - [`error`]: the top-level error and the documented exit codes.
+//! - `error`: the top-level error and the documented exit codes.
 
 pub(crate) mod azure;
 pub(crate) mod cli;
