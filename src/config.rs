@@ -14,8 +14,8 @@ use serde::Deserialize;
 use crate::azure::CloudEndpoints;
 use crate::azure::arm::ArmSettings;
 use crate::azure::auth::{AuthMethod, AuthSettings};
-use crate::feed::Cloud;
 use crate::feed::source::SourceSpec;
+use crate::feed::{Cloud, PrefixBounds};
 use crate::fit::Overflow;
 use crate::http::HttpSettings;
 use crate::tags::TagSelection;
@@ -147,6 +147,9 @@ pub struct FeedSection {
     pub landing_base: String,
     /// Base of the file downloads; a link found on the page must be on it.
     pub download_base: String,
+    /// A selected tag with a prefix broader than these refuses the feed.
+    pub min_prefix_len_v4: u8,
+    pub min_prefix_len_v6: u8,
 }
 
 impl Default for FeedSection {
@@ -165,6 +168,8 @@ impl Default for FeedSection {
             retry_backoff: HumanDuration(Duration::from_secs(1)),
             landing_base: "https://www.microsoft.com".into(),
             download_base: "https://download.microsoft.com".into(),
+            min_prefix_len_v4: PrefixBounds::default().min_len_v4,
+            min_prefix_len_v6: PrefixBounds::default().min_len_v6,
         }
     }
 }
@@ -395,14 +400,44 @@ impl ConfigFile {
                 }
             }
         };
-        if feed.max_bytes.0 == 0 {
+        if !(1..=4 << 30).contains(&feed.max_bytes.0) {
             return Err(ConfigError(
-                "[feed] max_bytes must be greater than 0".into(),
+                "[feed] max_bytes must be from 1 byte to 4GiB".into(),
             ));
         }
-        if feed.timeout.0.is_zero() || feed.connect_timeout.0.is_zero() {
+        let ms = Duration::from_millis;
+        let hours = |h: u64| Duration::from_secs(h * 3600);
+        let years = |y: u64| Duration::from_secs(y * 31_557_600);
+        within("[feed] timeout", feed.timeout.0, ms(1), hours(1))?;
+        within(
+            "[feed] connect_timeout",
+            feed.connect_timeout.0,
+            ms(1),
+            hours(1),
+        )?;
+        within(
+            "[feed] retry_backoff",
+            feed.retry_backoff.0,
+            ms(0),
+            ms(600_000),
+        )?;
+        within(
+            "[database] lock_timeout",
+            self.database.lock_timeout.0,
+            ms(0),
+            hours(1),
+        )?;
+        within(
+            "[policy] removal_grace",
+            self.policy.removal_grace.0,
+            ms(0),
+            years(10),
+        )?;
+        if !(1..=32).contains(&feed.min_prefix_len_v4)
+            || !(1..=128).contains(&feed.min_prefix_len_v6)
+        {
             return Err(ConfigError(
-                "[feed] timeout and connect_timeout must be greater than 0".into(),
+                "[feed] min_prefix_len_v4 must be 1 to 32 and min_prefix_len_v6 1 to 128".into(),
             ));
         }
         if feed.retries > 10 {
@@ -436,6 +471,9 @@ impl ConfigFile {
                 "[database] retention of {} is shorter than a day; use e.g. \"2y\" or remove it to keep everything",
                 humantime::format_duration(r.0)
             )));
+        }
+        if let Some(r) = self.database.retention {
+            within("[database] retention", r.0, hours(24), years(100))?;
         }
         let mut selection = TagSelection::new(select, self.tags.regions);
         selection.include_unassigned = self.tags.include_unassigned;
@@ -481,6 +519,9 @@ impl ConfigFile {
                     "{at}: {} targets hold IPv4 rules only; remove ipv6 = true",
                     adapter.name()
                 )));
+            }
+            if let Some(g) = t.removal_grace {
+                within(&format!("{at}: removal_grace"), g.0, ms(0), years(10))?;
             }
             let ratio = t.max_removal_ratio.unwrap_or(policy.max_removal_ratio);
             if !(ratio > 0.0 && ratio <= 1.0) {
@@ -543,6 +584,18 @@ impl ConfigFile {
                 "[azure] concurrency must be between 1 and 64".into(),
             ));
         }
+        let arm_timeout = azure.timeout.map_or(Duration::from_secs(30), |d| d.0);
+        let arm_backoff = azure.retry_backoff.map_or(Duration::from_secs(1), |d| d.0);
+        let deadline = azure.deadline.map_or(Duration::from_secs(600), |d| d.0);
+        let retries = azure.retries.unwrap_or(4);
+        within("[azure] timeout", arm_timeout, ms(1), ms(600_000))?;
+        within("[azure] retry_backoff", arm_backoff, ms(0), ms(600_000))?;
+        within("[azure] deadline", deadline, ms(1), hours(24))?;
+        if retries > 10 {
+            return Err(ConfigError(format!(
+                "[azure] retries = {retries} is too many; use 0 to 10"
+            )));
+        }
         let azure_settings = AzureSettings {
             auth: AuthSettings {
                 method: azure.auth,
@@ -554,10 +607,10 @@ impl ConfigFile {
             arm: ArmSettings {
                 resource_manager: resource_manager.trim_end_matches('/').to_owned(),
                 scope: endpoints.scope,
-                timeout: azure.timeout.map_or(Duration::from_secs(30), |d| d.0),
-                retries: azure.retries.unwrap_or(4),
-                retry_backoff: azure.retry_backoff.map_or(Duration::from_secs(1), |d| d.0),
-                deadline: azure.deadline.map_or(Duration::from_secs(600), |d| d.0),
+                timeout: arm_timeout,
+                retries,
+                retry_backoff: arm_backoff,
+                deadline,
             },
             concurrency,
         };
@@ -574,11 +627,32 @@ impl ConfigFile {
                 max_bytes: feed.max_bytes.0,
             },
             selection,
+            prefix_bounds: PrefixBounds {
+                min_len_v4: feed.min_prefix_len_v4,
+                min_len_v6: feed.min_prefix_len_v6,
+            },
             db_path: self.database.path,
             retention: self.database.retention.map(|d| d.0),
             lock_timeout: self.database.lock_timeout.0,
         })
     }
+}
+
+/// Checks a duration setting against its documented range.
+fn within(key: &str, d: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if d < min || d > max {
+        return Err(ConfigError(format!(
+            "{key} = \"{}\" is out of range: use {} to {}",
+            humantime::format_duration(d),
+            if min.is_zero() {
+                "0s".to_owned()
+            } else {
+                humantime::format_duration(min).to_string()
+            },
+            humantime::format_duration(max)
+        )));
+    }
+    Ok(())
 }
 
 fn split_list(v: &str) -> Vec<String> {
@@ -612,6 +686,8 @@ pub struct Settings {
     pub cloud: Cloud,
     pub http: HttpSettings,
     pub selection: TagSelection,
+    /// The broadest prefix a selected tag may list.
+    pub prefix_bounds: PrefixBounds,
     pub db_path: PathBuf,
     pub retention: Option<Duration>,
     pub lock_timeout: Duration,
@@ -680,5 +756,46 @@ mod tests {
             .apply_env(|k| (k == "TAGSYNC_FEED_CLOUD").then(|| "mars".into()))
             .unwrap_err();
         assert!(err.0.contains("TAGSYNC_FEED_CLOUD"), "{err}");
+    }
+
+    #[test]
+    fn every_numeric_and_duration_setting_is_bounded() {
+        for (toml, key) in [
+            (
+                "[database]\nretention = \"100000000y\"\n",
+                "[database] retention",
+            ),
+            ("[azure]\nretries = 4294967295\n", "[azure] retries"),
+            ("[azure]\ntimeout = \"0s\"\n", "[azure] timeout"),
+            ("[azure]\ndeadline = \"0s\"\n", "[azure] deadline"),
+            ("[azure]\ndeadline = \"400d\"\n", "[azure] deadline"),
+            ("[azure]\nretry_backoff = \"1y\"\n", "[azure] retry_backoff"),
+            ("[feed]\ntimeout = \"0s\"\n", "[feed] timeout"),
+            ("[feed]\nretry_backoff = \"2h\"\n", "[feed] retry_backoff"),
+            ("[feed]\nmax_bytes = 0\n", "[feed] max_bytes"),
+            (
+                "[feed]\nmin_prefix_len_v4 = 0\n",
+                "[feed] min_prefix_len_v4",
+            ),
+            (
+                "[database]\nlock_timeout = \"2d\"\n",
+                "[database] lock_timeout",
+            ),
+            (
+                "[policy]\nremoval_grace = \"20y\"\n",
+                "[policy] removal_grace",
+            ),
+        ] {
+            let err = ConfigFile::parse(toml, "t")
+                .expect("parses")
+                .validate()
+                .expect_err(toml);
+            assert!(err.0.contains(key), "{toml}: {err}");
+        }
+        let ok = "[database]\nretention = \"100y\"\n[azure]\nretries = 10\ndeadline = \"24h\"\n";
+        ConfigFile::parse(ok, "t")
+            .expect("parses")
+            .validate()
+            .expect("the bounds themselves are valid");
     }
 }

@@ -192,22 +192,23 @@ async fn tick(
         health
             .database_ok
             .store(!matches!(result, Err(Error::History(_))), Ordering::SeqCst);
-        let count = |report: &crate::run::RunReport, o: Outcome| {
+        let count = |report: &crate::run::RunReport, of: &[Outcome]| {
             report
                 .targets
                 .iter()
-                .filter(|t| t.report.outcome == o)
+                .filter(|t| of.contains(&t.report.outcome))
                 .count()
         };
+        let failed = [Outcome::Failed, Outcome::Drifted];
         let failure = match &result {
-            Ok(report) if count(report, Outcome::Failed) > 0 => Some(format!(
+            Ok(report) if count(report, &failed) > 0 => Some(format!(
                 "{} of {} targets failed",
-                count(report, Outcome::Failed),
+                count(report, &failed),
                 report.targets.len()
             )),
-            Ok(report) if count(report, Outcome::Refused) > 0 => {
+            Ok(report) if count(report, &[Outcome::Refused]) > 0 => {
                 tracing::warn!(
-                    refused = count(report, Outcome::Refused),
+                    refused = count(report, &[Outcome::Refused]),
                     "guards refused targets; not retrying: the next slot plans them again"
                 );
                 return;

@@ -257,6 +257,7 @@ async fn fetch_and_select(
                 tag.name
             )));
         }
+        tag.check_bounds(settings.prefix_bounds)?;
         for n in &tag.normalized {
             let w = format!(
                 "service tag `{}`: prefix `{}` has host bits set; using {}",

@@ -34,13 +34,9 @@ pub enum HistoryError {
     )]
     Missing { path: String },
     #[error(
-        "another tagsync run holds the lock on {path} (lock file {lock}); it was not released within {waited:?}. Wait for that run to finish"
+        "another tagsync run holds the lock on {path}; it was not released within {waited:?}. Wait for that run to finish"
     )]
-    Locked {
-        path: String,
-        lock: String,
-        waited: Duration,
-    },
+    Locked { path: String, waited: Duration },
     #[error("history database {path}: {detail}")]
     Query { path: String, detail: String },
     #[error("{0}")]
@@ -48,6 +44,12 @@ pub enum HistoryError {
 }
 
 /// The advisory lock of one run; released on drop or process exit.
+///
+/// It is an exclusive `flock` on the database file itself, so it follows
+/// the file, not the name: every path to one database (a symlink, a hard
+/// link, `./x.db` and `/abs/x.db`) takes the same lock. SQLite's own locks
+/// are POSIX record locks, which are independent of `flock` on a local file
+/// system (the database must be on one: SQLite's WAL mode needs it anyway).
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
@@ -55,15 +57,17 @@ pub struct RunLock {
 
 impl RunLock {
     /// Takes the run lock of `db`, waiting up to `wait` for another run.
+    /// Creates the (empty) database file if it does not exist yet.
     pub fn acquire(db: &Path, wait: Duration) -> Result<Self, HistoryError> {
-        let lock_path = lock_path(db);
+        let shown = db.display().to_string();
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&lock_path)
+            .open(db)
             .map_err(|e| HistoryError::Open {
-                path: lock_path.display().to_string(),
+                path: shown.clone(),
                 detail: e.to_string(),
             })?;
         let started = Instant::now();
@@ -75,26 +79,19 @@ impl RunLock {
                 }
                 Err(TryLockError::WouldBlock) => {
                     return Err(HistoryError::Locked {
-                        path: db.display().to_string(),
-                        lock: lock_path.display().to_string(),
+                        path: shown,
                         waited: wait,
                     });
                 }
                 Err(TryLockError::Error(e)) => {
                     return Err(HistoryError::Open {
-                        path: lock_path.display().to_string(),
+                        path: shown,
                         detail: format!("cannot lock: {e}"),
                     });
                 }
             }
         }
     }
-}
-
-pub fn lock_path(db: &Path) -> PathBuf {
-    let mut s = db.as_os_str().to_owned();
-    s.push(".lock");
-    PathBuf::from(s)
 }
 
 /// Current time in the stored format.

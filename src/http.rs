@@ -57,6 +57,36 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Text from upstream (an error page's first bytes, an error body, a
+/// transport error) as it may be shown or stored: every URL in it redacted
+/// like [`redact`], and any other `?key=value` query cut off.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | '(' | ')'))
+            .unwrap_or(rest.len());
+        // A delimiter on its own is a token of one character.
+        let end = if end == 0 {
+            rest.chars().next().map_or(1, char::len_utf8)
+        } else {
+            end
+        };
+        let (token, tail) = rest.split_at(end);
+        if token.contains("://") {
+            out.push_str(&redact(token));
+        } else if let Some((path, _)) = token.split_once('?').filter(|(_, q)| q.contains('=')) {
+            out.push_str(path);
+            out.push_str("?REDACTED");
+        } else {
+            out.push_str(token);
+        }
+        rest = tail;
+    }
+    out
+}
+
 /// Checks that a URL is https, or http to a loopback address.
 pub fn check_url_allowed(url: &str) -> Result<Url, String> {
     let shown = redact(url);
@@ -146,6 +176,7 @@ impl HttpClient {
     pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
         let client = reqwest::Client::builder()
             .user_agent(user_agent())
+            .redirect(no_downgrade())
             .connect_timeout(settings.connect_timeout)
             .read_timeout(settings.timeout)
             .timeout(settings.timeout)
@@ -237,8 +268,8 @@ impl HttpClient {
                 .headers()
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+                .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()))
+                .map(|d| d.min(MAX_RETRY_AFTER));
             return Err(Attempt::Retry {
                 detail: format!("HTTP {}", status.as_u16()),
                 retry_after,
@@ -321,6 +352,33 @@ pub fn backoff(base: Duration, attempt: u32) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// A `Retry-After` value: delay seconds, or an HTTP date (IMF-fixdate,
+/// `Sun, 06 Nov 1994 08:49:37 GMT`) counted from `now`. Anything else,
+/// including numbers too large for a duration, is None: the caller falls
+/// back to its own backoff and bounds every wait by its deadline anyway.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let v = value.trim();
+    if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+        // At most a day: a larger value is an absurd answer, not a plan.
+        return v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s <= 86_400)
+            .map(Duration::from_secs);
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(v, format).ok()?.assume_utc();
+    let wait = at - now;
+    if wait.is_negative() {
+        return Some(Duration::ZERO);
+    }
+    Duration::try_from(wait)
+        .ok()
+        .filter(|d| d.as_secs() <= 86_400)
+}
+
 /// A random number from the standard library's per-process hash keys; good
 /// enough to spread retries, no extra dependency.
 pub fn random_u64() -> u64 {
@@ -336,6 +394,21 @@ pub fn random_u64() -> u64 {
 
 /// A reqwest error as one line with its cause chain, without the URL (the
 /// callers add it once).
+/// Redirects as reqwest follows them (at most 10), except from https to
+/// anything that [`check_url_allowed`] refuses: a feed must never continue
+/// over a channel anyone on the path can rewrite.
+pub fn no_downgrade() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("more than 10 redirects");
+        }
+        match check_url_allowed(attempt.url().as_str()) {
+            Ok(_) => attempt.follow(),
+            Err(why) => attempt.error(format!("refusing the redirect: {why}")),
+        }
+    })
+}
+
 pub fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
@@ -351,12 +424,24 @@ pub fn describe(e: &reqwest::Error) -> String {
         out.push_str(&s.to_string());
         source = s.source();
     }
-    out
+    redact_text(&out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upstream_text_loses_its_secrets() {
+        let page = "<html><a href=\"https://u:p@mirror.example.com/f.json?sv=1&sig=SECRET\">x</a> /f.json?sig=SECRET2 ok?";
+        let shown = redact_text(page);
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(!shown.contains("u:p@"), "{shown}");
+        assert!(shown.contains("mirror.example.com/f.json"), "{shown}");
+        assert!(shown.ends_with(" ok?"), "{shown}");
+        assert_eq!(redact_text("plain words"), "plain words");
+        assert_eq!(redact_text("\u{a0}é x\u{3000}"), "\u{a0}é x\u{3000}");
+    }
 
     #[test]
     fn only_https_or_loopback_http() {
@@ -392,6 +477,34 @@ mod tests {
                 .unwrap_err()
                 .contains("SECRET")
         );
+    }
+
+    #[test]
+    fn retry_after_is_seconds_or_an_http_date_and_never_absurd() {
+        let now = time::macros::datetime!(2026-12-01 08:00:00 UTC);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after(" 0 ", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 08:00:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 01 Dec 2026 07:00:00 GMT", now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        for absurd in [
+            "18446744073709551615",
+            "99999999999999999999999",
+            "86401",
+            "-1",
+            "1.5",
+            "soon",
+            "",
+            "Fri, 01 Dec 2100 08:00:00 GMT",
+        ] {
+            assert_eq!(parse_retry_after(absurd, now), None, "{absurd}");
+        }
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub struct LiveRules {
     /// IP rule objects that are not a parsable prefix or repeat one: kept
     /// as they are, and counted against the budget.
     pub other_ip_rules: usize,
+    /// `publicNetworkAccess` is Disabled: no IP rule admits anything, and an
+    /// empty rule set opens nothing.
+    #[serde(default)]
+    pub public_access_disabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,10 +249,14 @@ pub fn plan(
         });
     }
     if caps.empty_means_open && result.is_empty() && live.vnet_rules == 0 {
-        refusals.push(Refusal {
-            guard: Guard::EmptyRuleSet,
-            message: "the result would have no IP and no virtual network rules, which opens the namespace to the Internet; refusing to write it".into(),
-        });
+        if live.public_access_disabled {
+            warnings.push("the result has no IP and no virtual network rules; allowed because publicNetworkAccess is Disabled, so it opens nothing (it would open the namespace if public access were enabled again)".into());
+        } else {
+            refusals.push(Refusal {
+                guard: Guard::EmptyRuleSet,
+                message: "the result would have no IP and no virtual network rules, which opens the namespace to the Internet while public network access is enabled; refusing to write it".into(),
+            });
+        }
     }
     if !owned_live.is_empty() && !policy.force {
         let losing = remove.difference(&covered);
@@ -568,6 +576,7 @@ mod tests {
             ip: set(&["1.1.1.1/32", "20.0.0.0/29"]),
             vnet_rules: 1,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let p = plan(
             &set(&["20.0.0.0/29", "20.0.1.0/29"]),
@@ -592,6 +601,7 @@ mod tests {
             ip: set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.2.0/29"]),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -620,6 +630,7 @@ mod tests {
             ip: set(&["20.0.0.0/29"]),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let l = ledger(&[("20.0.0.0/29", "2026-01-01T00:00:00Z")]);
         let forced = Policy {
@@ -629,6 +640,18 @@ mod tests {
         let p = plan(&PrefixSet::new(), &live, &l, &caps(128), &forced, now());
         assert_eq!(p.refusals.len(), 1);
         assert_eq!(p.refusals[0].guard, Guard::EmptyRuleSet);
+        // With public access disabled nothing opens: allowed, and said.
+        let private = LiveRules {
+            public_access_disabled: true,
+            ..live.clone()
+        };
+        let p = plan(&PrefixSet::new(), &private, &l, &caps(128), &forced, now());
+        assert!(!p.refused(), "{:?}", p.refusals);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("publicNetworkAccess is Disabled"))
+        );
         // With a VNet rule left the namespace stays closed: allowed.
         let with_vnet = LiveRules {
             vnet_rules: 1,
@@ -653,6 +676,7 @@ mod tests {
             ip: set(&["20.0.0.0/29", "20.0.1.0/29", "20.0.2.0/29"]),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let old = "2026-01-01T00:00:00Z";
         let l = ledger(&[
@@ -681,6 +705,7 @@ mod tests {
             ip: set(&["1.1.1.1/32"]),
             vnet_rules: 2,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let shared = Capabilities {
             vnet_rules_share_budget: true,
@@ -712,6 +737,7 @@ mod tests {
             ip: set(&["20.0.0.0/29", "20.0.1.0/29"]),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -747,6 +773,7 @@ mod tests {
             ip: set(&["20.0.0.0/29", "20.0.0.8/29"]),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -793,6 +820,7 @@ mod tests {
             ip: first.result.clone(),
             vnet_rules: 0,
             other_ip_rules: 0,
+            public_access_disabled: false,
         };
         let second = plan(&desired, &live, &ledger, &caps(128), &policy(), now());
         assert!(!second.has_changes());

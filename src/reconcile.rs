@@ -38,6 +38,9 @@ pub enum Outcome {
     Applied,
     /// Nothing to change.
     Unchanged,
+    /// Written, but the rules read back differ from the plan: a failure
+    /// (exit 5); the next run plans again from what is live.
+    Drifted,
     /// A guard refused it; nothing was written.
     Refused,
     /// An error; nothing was written unless the report says so.
@@ -50,6 +53,7 @@ impl Outcome {
             Outcome::Planned => "planned",
             Outcome::Applied => "applied",
             Outcome::Unchanged => "unchanged",
+            Outcome::Drifted => "drifted",
             Outcome::Refused => "refused",
             Outcome::Failed => "failed",
         }
@@ -520,12 +524,20 @@ async fn reconcile_one(
         .await
     {
         Ok(a) => a,
-        Err(e) => {
-            report
-                .warnings
-                .push(format!("could not read the rules back after writing: {e}"));
-            written
-        }
+        Err(e) => match written {
+            Some(w) => {
+                report
+                    .warnings
+                    .push(format!("could not read the rules back after writing: {e}"));
+                w
+            }
+            None => fail!(
+                format!(
+                    "the write was sent, but its result could not be read back: {e}; the next run reads it and settles ownership"
+                ),
+                Some(live)
+            ),
+        },
     };
     let missing = p.result.difference(&after.rules.ip);
     let unexpected = after.rules.ip.difference(&p.result);
@@ -548,7 +560,11 @@ async fn reconcile_one(
     {
         fail!(e, Some(after));
     }
-    report.outcome = Outcome::Applied;
+    report.outcome = if report.drift.is_empty() {
+        Outcome::Applied
+    } else {
+        Outcome::Drifted
+    };
     report.plan = Some(p);
     tracing::info!(target = %target.name, added = added.len(), removed = removed.len(), "applied");
     finish(ctx, target, report, &started_at, Some(after)).await
@@ -573,7 +589,7 @@ async fn finish(
         let (add, remove) = report
             .plan
             .as_ref()
-            .filter(|_| report.outcome == Outcome::Applied)
+            .filter(|_| matches!(report.outcome, Outcome::Applied | Outcome::Drifted))
             .map(|p| (p.add.clone(), p.remove.clone()))
             .unwrap_or_default();
         let rules_after = live
@@ -639,7 +655,7 @@ fn record_target_metrics(r: &TargetReport) {
             .inc();
     }
     if let Some(p) = &r.plan {
-        let applied = r.outcome == Outcome::Applied;
+        let applied = matches!(r.outcome, Outcome::Applied | Outcome::Drifted);
         let owned = if applied {
             p.result.len() - p.foreign.len()
         } else {

@@ -690,8 +690,8 @@ pub struct ConfiguredTarget {
 impl ConfigReport {
     pub fn new(file: Option<&Path>, s: &Settings) -> Self {
         let location = match &s.source {
-            SourceSpec::DownloadCenter { landing_base, .. } => landing_base.clone(),
-            SourceSpec::Url(u) => u.clone(),
+            SourceSpec::DownloadCenter { landing_base, .. } => crate::http::redact(landing_base),
+            SourceSpec::Url(u) => crate::http::redact(u),
             SourceSpec::File(p) => p.display().to_string(),
             SourceSpec::DiscoveryApi {
                 subscription,
@@ -714,7 +714,7 @@ impl ConfigReport {
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
             auth: s.azure.auth.method.as_str().to_owned(),
-            resource_manager: s.azure.arm.resource_manager.clone(),
+            resource_manager: crate::http::redact(&s.azure.arm.resource_manager),
             targets: s
                 .targets
                 .iter()

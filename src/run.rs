@@ -131,8 +131,9 @@ impl RunReport {
 /// tick, so each run gets fresh clients and its own deadline.
 pub struct Session<'s> {
     settings: &'s Settings,
-    _lock: Option<RunLock>,
     history: History,
+    /// Declared after the history, so it is released after it.
+    _lock: Option<RunLock>,
 }
 
 impl<'s> Session<'s> {
@@ -371,7 +372,7 @@ pub fn targets_exit(outcomes: impl IntoIterator<Item = Outcome>) -> u8 {
     let mut code = exit::OK;
     for o in outcomes {
         match o {
-            Outcome::Failed => return exit::TARGET_FAILED,
+            Outcome::Failed | Outcome::Drifted => return exit::TARGET_FAILED,
             Outcome::Refused => code = exit::GUARD_REFUSED,
             _ => {}
         }

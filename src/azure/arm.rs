@@ -18,7 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::http::{backoff, check_url_allowed, describe, user_agent};
+use crate::http::{backoff, check_url_allowed, describe, parse_retry_after, user_agent};
 
 /// Settings of the ARM client.
 #[derive(Debug, Clone)]
@@ -156,6 +156,7 @@ impl ArmClient {
             .map_err(|e| ArmError::Invalid(format!("[azure] resource_manager: {e}")))?;
         let http = reqwest::Client::builder()
             .user_agent(user_agent())
+            .redirect(crate::http::no_downgrade())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
             .build()
@@ -271,11 +272,19 @@ impl ArmClient {
         let base = self.settings.resource_manager.trim_end_matches('/');
         let mut wait = first.retry_after.unwrap_or(Duration::from_secs(1));
         loop {
-            self.check_deadline(
-                method.as_str(),
-                path,
-                "while waiting for a long-running operation",
-            )?;
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if wait > left {
+                // The write was accepted; whether it completes is not known
+                // before the deadline. The next run's read settles it.
+                return Err(ArmError::Deadline {
+                    method: method.to_string(),
+                    path: path.to_owned(),
+                    detail: format!(
+                        "the long-running operation was still running (next poll {}s away); its outcome is unknown until the next run reads the resource",
+                        wait.as_secs()
+                    ),
+                });
+            }
             tokio::time::sleep(wait).await;
             if let Some(url) = &first.async_operation {
                 let p = url.strip_prefix(base).unwrap_or(url);
@@ -354,9 +363,17 @@ impl ArmClient {
         for attempt in 1..=attempts {
             self.check_deadline(method.as_str(), &shown_path, &last)?;
             let token = self.bearer().await?;
+            // No attempt outlives the run's deadline.
+            let left = self.deadline.saturating_duration_since(Instant::now());
             let mut req = self
                 .http
                 .request(method.clone(), &url)
+                .timeout(
+                    self.settings
+                        .timeout
+                        .min(left)
+                        .max(Duration::from_millis(1)),
+                )
                 .header(AUTHORIZATION, format!("Bearer {token}"));
             if let Some(b) = body {
                 req = req
@@ -465,7 +482,10 @@ impl ArmClient {
             return Ok(());
         }
         let wait = retry_after.unwrap_or_else(|| backoff(self.settings.retry_backoff, attempt));
-        if Instant::now() + wait > self.deadline {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at > self.deadline)
+        {
             return Err(ArmError::Deadline {
                 method: method.to_string(),
                 path: path.to_owned(),
@@ -499,8 +519,7 @@ impl Answer {
             retry_after: h
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs),
+                .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc())),
             async_operation: get("azure-asyncoperation"),
             location: get("location"),
         }
@@ -520,6 +539,7 @@ fn error_fields(v: &Value) -> (String, String) {
         .as_str()
         .map(str::to_owned)
         .or_else(|| v.as_str().map(|s| s.chars().take(300).collect()))
+        .map(|m: String| crate::http::redact_text(&m))
         .unwrap_or_default();
     if let Some(target) = e["target"].as_str() {
         message.push_str(&format!(" (target {target})"));

@@ -98,12 +98,82 @@ pub enum FeedError {
     },
     #[error("service tag `{tag}` has malformed properties: {detail}")]
     BadTag { tag: String, detail: String },
+    #[error(
+        "the feed lists service tag `{tag}` twice; a damaged or tampered feed is not used (a real feed names each tag once)"
+    )]
+    DuplicateTag { tag: String },
+    #[error(
+        "service tag `{tag}` lists `{prefix}`, {what}; no real service tag is that broad, so the feed is probably damaged and is not used. \
+         If Microsoft really publishes it, lower [feed] {key}"
+    )]
+    TooBroad {
+        tag: String,
+        prefix: String,
+        what: String,
+        key: &'static str,
+    },
     #[error("service tag `{tag}`: {source}")]
     BadPrefix {
         tag: String,
         #[source]
         source: InvalidPrefix,
     },
+}
+
+impl ScannedFeed {
+    /// Refuses a feed that names a tag twice: which of the two a reader
+    /// would use is arbitrary, and a leading duplicate can replace the real
+    /// tag.
+    pub fn check_unique(&self) -> Result<(), FeedError> {
+        let mut seen = std::collections::HashSet::with_capacity(self.tag_names.len());
+        match self.tag_names.iter().find(|n| !seen.insert(n.as_str())) {
+            Some(dup) => Err(FeedError::DuplicateTag { tag: dup.clone() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The broadest prefix a selected tag may list: anything broader is a
+/// damaged feed (no real tag has anything broader than /14 or /40).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixBounds {
+    pub min_len_v4: u8,
+    pub min_len_v6: u8,
+}
+
+impl Default for PrefixBounds {
+    fn default() -> Self {
+        Self {
+            min_len_v4: 12,
+            min_len_v6: 32,
+        }
+    }
+}
+
+impl ServiceTag {
+    /// Refuses a tag with a prefix broader than `bounds`.
+    pub fn check_bounds(&self, bounds: PrefixBounds) -> Result<(), FeedError> {
+        for net in self.prefixes.iter() {
+            let (min, family, key) = match net {
+                ipnet::IpNet::V4(_) => (bounds.min_len_v4, "IPv4", "min_prefix_len_v4"),
+                ipnet::IpNet::V6(_) => (bounds.min_len_v6, "IPv6", "min_prefix_len_v6"),
+            };
+            if net.prefix_len() < min {
+                let what = if net.prefix_len() == 0 {
+                    format!("the whole {family} address space (every address on the Internet)")
+                } else {
+                    format!("broader than /{min}")
+                };
+                return Err(FeedError::TooBroad {
+                    tag: self.name.clone(),
+                    prefix: net.to_string(),
+                    what,
+                    key,
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A `changeNumber`: a number in the downloaded file, a string in the ARM API.

@@ -427,14 +427,16 @@ impl<R: Read> Scanner<'_, R> {
         if tag_names.is_empty() {
             return Err(FeedError::NoValues);
         }
-        Ok(ScannedFeed {
+        let feed = ScannedFeed {
             cloud: cloud.ok_or_else(|| malformed("missing field `cloud`".into()))?,
             change_number: change_number
                 .ok_or_else(|| malformed("missing field `changeNumber`".into()))?,
             tag_names,
             kept,
             bytes: self.input.total,
-        })
+        };
+        feed.check_unique()?;
+        Ok(feed)
     }
 
     fn html_error(&mut self) -> FeedError {
@@ -448,10 +450,12 @@ impl<R: Read> Scanner<'_, R> {
                 _ => break,
             }
         }
-        let hint = String::from_utf8_lossy(&head)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let hint = crate::http::redact_text(
+            &String::from_utf8_lossy(&head)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
         FeedError::Html { hint }
     }
 

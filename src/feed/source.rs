@@ -376,6 +376,7 @@ fn merge_pages(pages: Vec<ScannedFeed>) -> Result<ScannedFeed, FeedError> {
         first.kept.extend(page.kept);
         first.bytes += page.bytes;
     }
+    first.check_unique()?;
     Ok(first)
 }
 
@@ -387,11 +388,21 @@ pub enum LoadError {
     Feed(#[from] FeedError),
 }
 
+/// Opens a feed file. Only a regular file: opening a FIFO or a device
+/// would block or never end, so they are refused before they are opened.
 pub fn open_file(path: &Path) -> Result<std::fs::File, SourceError> {
-    std::fs::File::open(path).map_err(|e| SourceError::File {
+    let err = |detail: String| SourceError::File {
         path: path.display().to_string(),
-        detail: e.to_string(),
-    })
+        detail,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(err(
+            "not a regular file (a directory, FIFO or device); pass the downloaded JSON file"
+                .into(),
+        ));
+    }
+    std::fs::File::open(path).map_err(|e| err(e.to_string()))
 }
 
 /// Scans fetched content without computing a digest (`feed show`).

@@ -212,7 +212,9 @@ pub trait Adapter: Send + Sync {
     ) -> Result<LiveState, ArmError>;
 
     /// Writes the rule set: `live.raw` with the IP rules for `add` appended
-    /// and those for `remove` taken out. Returns the state Azure answered.
+    /// and those for `remove` taken out. Returns the state Azure answered
+    /// when the answer carries the whole resource (the read-back is what
+    /// counts; this is its fallback).
     async fn write(
         &self,
         arm: &dyn Transport,
@@ -220,7 +222,48 @@ pub trait Adapter: Send + Sync {
         live: &LiveState,
         add: &PrefixSet,
         remove: &PrefixSet,
-    ) -> Result<LiveState, ArmError>;
+    ) -> Result<Option<LiveState>, ArmError>;
+}
+
+/// What a required field of a read must hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Field {
+    Array,
+    String,
+}
+
+/// A field a read must carry before anything is written from it: a rule
+/// set written back without its `ipRules` or `virtualNetworkRules` would
+/// delete foreign rules, and one without `defaultAction` or
+/// `publicNetworkAccess` would take the API's defaults (Allow, Enabled) and
+/// open the resource.
+pub fn require<'v>(
+    object: &'v Value,
+    what: &str,
+    name: &str,
+    field: Field,
+) -> Result<&'v Value, ArmError> {
+    let value = &object[name];
+    let ok = match field {
+        Field::Array => value.is_array(),
+        Field::String => value.is_string(),
+    };
+    if ok {
+        return Ok(value);
+    }
+    let expected = match field {
+        Field::Array => "a list",
+        Field::String => "a string",
+    };
+    let found = if value.is_null() {
+        "nothing"
+    } else {
+        "something else"
+    };
+    Err(ArmError::Invalid(format!(
+        "the {what} read from Azure has {found} for `{name}` where Azure always sends {expected}; \
+         tagsync never writes from an incomplete read, so nothing was written. Check the resource in the portal and run again"
+    )))
 }
 
 /// Parses a rule value as stored by Azure (`1.2.3.4` or `1.2.3.0/24`).
@@ -290,6 +333,9 @@ fn not_public(net: &IpNet) -> Option<&'static str> {
         ("ff00::/8", "multicast"),
         ("2001:db8::/32", "a documentation range"),
     ];
+    if net.prefix_len() == 0 {
+        return Some("the whole address space (every address on the Internet)");
+    }
     let table: &[(&str, &str)] = match net {
         IpNet::V4(_) => &private_v4,
         IpNet::V6(_) => &private_v6,

@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Adapter, LiveState, ResourceFacts, TargetSpec, read_rules};
+use super::{Adapter, Field, LiveState, ResourceFacts, TargetSpec, read_rules, require};
 use crate::azure::arm::{ArmError, Transport};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
@@ -102,7 +102,7 @@ impl Adapter for NamespaceAdapter {
         live: &LiveState,
         add: &PrefixSet,
         remove: &PrefixSet,
-    ) -> Result<LiveState, ArmError> {
+    ) -> Result<Option<LiveState>, ArmError> {
         let mut props = live.raw.clone();
         let rules = props["ipRules"].as_array().cloned().unwrap_or_default();
         props["ipRules"] = Value::Array(super::edit_rules(&rules, "ipMask", add, remove));
@@ -110,7 +110,7 @@ impl Adapter for NamespaceAdapter {
         let answer = arm
             .put(&path(target), API_VERSION, &body, self.write_rules)
             .await?;
-        state_from(&answer, live.facts.clone())
+        Ok(state_from(&answer, live.facts.clone()).ok())
     }
 }
 
@@ -127,17 +127,23 @@ fn state_from(body: &Value, facts: ResourceFacts) -> Result<LiveState, ArmError>
         .ok_or_else(|| {
             ArmError::Invalid("the network rule set has no `properties` object".into())
         })?;
-    let (ip, other_ip_rules) = read_rules(&props["ipRules"], "ipMask");
-    let vnet_rules = props["virtualNetworkRules"].as_array().map_or(0, Vec::len);
+    let what = "network rule set";
+    let (ip, other_ip_rules) = read_rules(require(props, what, "ipRules", Field::Array)?, "ipMask");
+    let vnet_rules = require(props, what, "virtualNetworkRules", Field::Array)?
+        .as_array()
+        .map_or(0, Vec::len);
+    let default_action = require(props, what, "defaultAction", Field::String)?;
+    let public_network_access = require(props, what, "publicNetworkAccess", Field::String)?;
     Ok(LiveState {
         facts,
         rules: LiveRules {
             ip,
             vnet_rules,
             other_ip_rules,
+            public_access_disabled: public_network_access.as_str() == Some("Disabled"),
         },
-        default_action: props["defaultAction"].as_str().map(str::to_owned),
-        public_network_access: props["publicNetworkAccess"].as_str().map(str::to_owned),
+        default_action: default_action.as_str().map(str::to_owned),
+        public_network_access: public_network_access.as_str().map(str::to_owned),
         trusted_service_access: props["trustedServiceAccessEnabled"].as_bool(),
         fingerprint: LiveState::fingerprint_of(props),
         raw: props.clone(),

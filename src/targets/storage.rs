@@ -8,7 +8,9 @@ use async_trait::async_trait;
 use ipnet::IpNet;
 use serde_json::Value;
 
-use super::{Adapter, LiveState, ResourceFacts, TargetSpec, edit_rules, read_rules};
+use super::{
+    Adapter, Field, LiveState, ResourceFacts, TargetSpec, edit_rules, read_rules, require,
+};
 use crate::azure::arm::{ArmError, Transport};
 use crate::plan::{Capabilities, LiveRules};
 use crate::prefix::PrefixSet;
@@ -36,20 +38,30 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
         .ok_or_else(|| {
             ArmError::Invalid("the storage account has no `properties.networkAcls` object".into())
         })?;
-    let (v4, other_v4) = read_rules(&acls["ipRules"], "value");
+    let what = "storage account's networkAcls";
+    let (v4, other_v4) = read_rules(require(acls, what, "ipRules", Field::Array)?, "value");
+    // ipv6Rules is newer than the other fields (API 2025-01-01): absent on
+    // accounts that never had one, and then written back absent.
     let (v6, other_v6) = read_rules(&acls["ipv6Rules"], "value");
+    let vnet_rules = require(acls, what, "virtualNetworkRules", Field::Array)?
+        .as_array()
+        .map_or(0, Vec::len);
+    let default_action = require(acls, what, "defaultAction", Field::String)?;
+    let bypass = require(acls, what, "bypass", Field::String)?;
     Ok(LiveState {
         facts,
         rules: LiveRules {
             ip: v4.union(&v6),
-            vnet_rules: acls["virtualNetworkRules"].as_array().map_or(0, Vec::len),
+            vnet_rules,
             other_ip_rules: other_v4 + other_v6,
+            public_access_disabled: account["properties"]["publicNetworkAccess"].as_str()
+                == Some("Disabled"),
         },
-        default_action: acls["defaultAction"].as_str().map(str::to_owned),
+        default_action: default_action.as_str().map(str::to_owned),
         public_network_access: account["properties"]["publicNetworkAccess"]
             .as_str()
             .map(str::to_owned),
-        trusted_service_access: acls["bypass"].as_str().map(|b| b.contains("AzureServices")),
+        trusted_service_access: bypass.as_str().map(|b| b.contains("AzureServices")),
         fingerprint: LiveState::fingerprint_of(acls),
         raw: acls.clone(),
     })
@@ -124,7 +136,7 @@ impl Adapter for Storage {
         live: &LiveState,
         add: &PrefixSet,
         remove: &PrefixSet,
-    ) -> Result<LiveState, ArmError> {
+    ) -> Result<Option<LiveState>, ArmError> {
         let (add4, add6) = split(add);
         let (remove4, remove6) = split(remove);
         let mut acls = live.raw.clone();
@@ -138,7 +150,7 @@ impl Adapter for Storage {
         let answer = arm
             .patch(&target.resource.id, API_VERSION, &body, ACTION_WRITE)
             .await?;
-        state_from(&answer)
+        Ok(state_from(&answer).ok())
     }
 }
 

@@ -608,13 +608,15 @@ fn a_concurrent_edit_between_read_and_write_is_planned_again_not_overwritten() {
 }
 
 #[test]
-fn drift_after_a_write_is_reported_and_not_owned() {
+fn drift_after_a_write_is_a_failed_target_and_not_owned() {
     let w = world("Standard", "");
     w.arm.state.lock().expect("lock").drop_on_write = Some("20.39.2.134".into());
     let run = w.sync(&[P1, P2], 10, &["--target", "adt-events"]);
-    run.assert_code(0);
+    // Answered 200 but not applied: never reported as success.
+    run.assert_code(5);
     let report = run.json();
     let eh = w.target(&report, "adt-events");
+    assert_eq!(eh["outcome"], "drifted");
     assert_eq!(eh["drift"], json!([P2]), "{eh}");
     assert!(
         eh["warnings"]
