@@ -164,10 +164,12 @@ fn emit<T: Serialize>(
 
 async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     let settings = settings(cli, |f| feed_override(f, &args.feed))?;
+    let stop = crate::run::stop_on_signal();
     let opts = RunOptions {
         allow_regression: args.feed.allow_regression,
         force: args.force,
         targets: args.targets.clone(),
+        stop: Some(stop.clone()),
     };
     let mode = if args.dry_run {
         Mode::Plan
@@ -181,6 +183,9 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     let run = result?;
     let report = sync_report(&run)?;
     emit(cli.output, &report, render::sync_human)?;
+    if *stop.borrow() {
+        return Ok(exit::INTERRUPTED);
+    }
     Ok(run.exit_code())
 }
 
@@ -219,6 +224,7 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
         allow_regression: args.feed.allow_regression,
         force: args.force,
         targets: args.targets.clone(),
+        stop: None,
     };
     let run = execute(&settings, &Mode::Plan, &opts).await?;
     let feed = sync_report(&run)?;
@@ -264,13 +270,18 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
         )));
     }
     let settings = settings(cli, |_| {})?;
+    let stop = crate::run::stop_on_signal();
     let opts = RunOptions {
         targets: args.targets.clone(),
+        stop: Some(stop.clone()),
         ..RunOptions::default()
     };
     let run = execute(&settings, &Mode::ApplySaved(doc), &opts).await?;
     let reports = run.reports();
     emit(cli.output, &reports, |r| render::targets_human(r))?;
+    if *stop.borrow() {
+        return Ok(exit::INTERRUPTED);
+    }
     Ok(run.exit_code())
 }
 

@@ -137,7 +137,7 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
     let (stop_tx, mut stop) = watch::channel(false);
     tokio::spawn(serve(listener, health.clone(), stop_tx.subscribe()));
     tokio::spawn(async move {
-        wait_for_signal().await;
+        crate::run::wait_for_signal().await;
         tracing::info!("stopping: the current run, if any, finishes first");
         let _ = stop_tx.send(true);
     });
@@ -185,7 +185,11 @@ async fn tick(
 ) {
     let next_slot = opts.schedule.next_after(Utc::now());
     for attempt in 0..=opts.retries {
-        let result = execute(settings, &Mode::Apply, &RunOptions::default()).await;
+        let run_opts = RunOptions {
+            stop: Some(stop.clone()),
+            ..RunOptions::default()
+        };
+        let result = execute(settings, &Mode::Apply, &run_opts).await;
         health
             .last_run
             .store(Utc::now().timestamp(), Ordering::SeqCst);
@@ -261,28 +265,6 @@ fn jitter(max: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_millis(crate::http::random_u64() % (max.as_millis() as u64 + 1))
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 /// A minimal HTTP/1.1 server: GET only, one response per connection.

@@ -18,6 +18,7 @@ pub mod exit {
     pub const DATABASE: u8 = 4;
     pub const TARGET_FAILED: u8 = 5;
     pub const GUARD_REFUSED: u8 = 6;
+    pub const INTERRUPTED: u8 = 7;
 }
 
 #[derive(Debug, thiserror::Error)]

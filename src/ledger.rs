@@ -149,6 +149,105 @@ impl History {
             .await
             .map_err(|e| self.query_err(e))?;
         }
+        // The write's outcome is now recorded: its intent is settled.
+        sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
+            .bind(&target.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        tx.commit().await.map_err(|e| self.query_err(e))
+    }
+
+    /// Records the additions a write is about to make (write-ahead), in
+    /// one transaction, before the write is sent.
+    pub async fn record_pending(
+        &self,
+        target: &TargetSpec,
+        add: &PrefixSet,
+    ) -> Result<(), HistoryError> {
+        let stamp = now();
+        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        sqlx::query(
+            "INSERT INTO targets (name, resource_id, kind, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&target.name)
+        .bind(&target.resource.id)
+        .bind(target.adapter.name())
+        .bind(&stamp)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.query_err(e))?;
+        for net in add.iter() {
+            sqlx::query(
+                "INSERT INTO pending_additions (target, prefix, recorded_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (target, prefix) DO UPDATE SET recorded_at = excluded.recorded_at",
+            )
+            .bind(&target.name)
+            .bind(net.to_string())
+            .bind(&stamp)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.query_err(e))
+    }
+
+    /// The additions of writes whose outcome was never recorded, with when
+    /// they were about to be made.
+    pub async fn pending(&self, target: &str) -> Result<Ledger, HistoryError> {
+        let rows =
+            sqlx::query("SELECT prefix, recorded_at FROM pending_additions WHERE target = ?1")
+                .bind(target)
+                .fetch_all(self.pool())
+                .await
+                .map_err(|e| self.query_err(e))?;
+        rows.iter()
+            .map(|r| {
+                let prefix: &str = r.get(0);
+                let net: IpNet = prefix.parse().map_err(|_| {
+                    self.query_err(format!("pending row `{prefix}` is not a prefix"))
+                })?;
+                Ok((
+                    net,
+                    Owned {
+                        last_desired_at: r.get(1),
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Settles the pending additions of a target against its live rules, in
+    /// one transaction: those live were written by tagsync and become owned,
+    /// the others never happened and are forgotten.
+    pub async fn settle_pending(
+        &self,
+        target: &TargetSpec,
+        live: &PrefixSet,
+    ) -> Result<(), HistoryError> {
+        let pending = self.pending(&target.name).await?;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        for (net, owned) in pending.iter().filter(|(n, _)| live.contains(n)) {
+            sqlx::query(
+                "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted) VALUES (?1, ?2, ?3, ?3, 0)
+                 ON CONFLICT (target, prefix) DO NOTHING",
+            )
+            .bind(&target.name)
+            .bind(net.to_string())
+            .bind(&owned.last_desired_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        }
+        sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
+            .bind(&target.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
         tx.commit().await.map_err(|e| self.query_err(e))
     }
 
@@ -174,6 +273,11 @@ impl History {
                 }
             }
             None => {
+                sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
+                    .bind(target)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(e))?;
                 n = sqlx::query("DELETE FROM ownership WHERE target = ?1")
                     .bind(target)
                     .execute(&mut *tx)

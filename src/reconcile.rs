@@ -177,6 +177,14 @@ pub struct Context {
     /// `--force`: lift the removal-ratio guard.
     pub force: bool,
     pub step: Step,
+    /// Set on SIGTERM or SIGINT: a target not yet written is not written.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Context {
+    fn stopping(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| *s.borrow())
+    }
 }
 
 /// One target's work: its configuration, and for a saved plan its saved
@@ -306,6 +314,22 @@ async fn reconcile_one(
         return finish(ctx, target, report, &started_at, Some(live)).await;
     }
 
+    // An earlier run may have died, or lost the answer, after sending a
+    // write: the additions it recorded as pending are settled against what
+    // is live now (live ones become owned, the rest are forgotten), so no
+    // rule tagsync wrote is ever left outside the ledger.
+    let pending = match ctx.history.pending(&target.name).await {
+        Ok(p) => p,
+        Err(e) => fail!(e, Some(live)),
+    };
+    let settles = ctx.step.writes() || matches!(ctx.step, Step::Adopt(_));
+    if settles
+        && !pending.is_empty()
+        && let Err(e) = ctx.history.settle_pending(target, &live.rules.ip).await
+    {
+        fail!(e, Some(live));
+    }
+
     // 2. Desired and the plan.
     let mut owned = None;
     let (planner, mut p, desired) = match saved {
@@ -324,10 +348,18 @@ async fn reconcile_one(
             (None, p, desired)
         }
         None => {
-            let ledger = match ctx.history.ledger(target).await {
+            let mut ledger = match ctx.history.ledger(target).await {
                 Ok(l) => l,
                 Err(e) => fail!(e, Some(live)),
             };
+            if !settles {
+                // Plan and check see the settled ledger without writing it.
+                for (net, at) in pending {
+                    if live.rules.ip.contains(&net) {
+                        ledger.entry(net).or_insert(at);
+                    }
+                }
+            }
             owned = Some(live.rules.ip.difference(&foreign_rules(&live, &ledger)));
             let selected = match target.selection.select(tags) {
                 Ok(s) => s,
@@ -508,13 +540,29 @@ async fn reconcile_one(
         }
         return finish(ctx, target, report, &started_at, Some(live)).await;
     }
+    if ctx.stopping() {
+        fail!(
+            "stopped by SIGTERM or SIGINT before writing; nothing was written to this target",
+            Some(live)
+        );
+    }
+    // Write-ahead: the additions are recorded as pending before the write
+    // is sent; the ledger update after the read-back settles them.
+    if let Err(e) = ctx.history.record_pending(target, &p.add).await {
+        fail!(e, Some(live));
+    }
     let written = match target
         .adapter
         .write(ctx.arm.as_ref(), target, &live, &p.add, &p.remove)
         .await
     {
         Ok(w) => w,
-        Err(e) => fail!(e, Some(live)),
+        Err(e) => fail!(
+            format!(
+                "{e} (if Azure applied the write anyway, the next run finds its rules and owns them)"
+            ),
+            Some(live)
+        ),
     };
 
     // Verify: what Azure holds now, not what it answered.
@@ -799,6 +847,7 @@ mod tests {
             run_id: None,
             force: false,
             step,
+            stop: None,
         });
         let work = vec![Work {
             target: target(),

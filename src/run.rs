@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 use crate::azure::arm::ArmClient;
 use crate::config::Settings;
@@ -105,6 +106,42 @@ pub struct RunOptions {
     pub force: bool,
     /// Only these targets (all when empty).
     pub targets: Vec<String>,
+    /// Becomes true on SIGTERM or SIGINT: no new write is sent after it.
+    pub stop: Option<watch::Receiver<bool>>,
+}
+
+/// Waits for SIGTERM (a Kubernetes Job deadline, a node drain) or SIGINT.
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A stop flag set by the first SIGTERM or SIGINT (for one-shot commands).
+pub fn stop_on_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::warn!("stopping: writes in flight finish and are recorded, no new ones are sent");
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// What a run did.
@@ -245,6 +282,7 @@ impl<'s> Session<'s> {
                     run_id,
                     force: opts.force,
                     step: mode.step(),
+                    stop: opts.stop.clone(),
                 });
                 reconcile(ctx, work, Arc::new(tags), settings.azure.concurrency).await
             }

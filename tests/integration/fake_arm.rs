@@ -41,12 +41,20 @@ pub struct State {
     /// then Succeeded), as long-running ARM operations do.
     pub async_writes: bool,
     pub operation_polls: usize,
+    /// `Retry-After` of the 202 and of each poll (default "0").
+    pub operation_retry_after: Option<String>,
     /// Someone else's edit: after the n-th GET of a rule set path, its
     /// properties become this (the GET itself still answers the old state).
     pub edit_after_get: Option<(String, usize, Value)>,
     pub rule_set_gets: HashMap<String, usize>,
     /// A prefix Azure silently leaves out of the next written rule set.
     pub drop_on_write: Option<String>,
+    /// Answers lost after the request took effect: (path substring, method,
+    /// what the client gets instead). Azure applied it; the client never
+    /// learns.
+    pub lost_answers: VecDeque<(String, String, Response)>,
+    /// Every Resource Manager answer is sent this late (kills land mid-run).
+    pub delay: Option<std::time::Duration>,
 }
 
 pub struct FakeArm {
@@ -140,6 +148,16 @@ impl FakeArm {
         ));
     }
 
+    /// The next `n` answers to `method` on a path containing `path_part` are
+    /// lost after the request took effect: the client gets `instead`.
+    pub fn lose_answers(&self, path_part: &str, method: &str, n: usize, instead: Response) {
+        let mut st = self.state.lock().expect("lock");
+        for _ in 0..n {
+            st.lost_answers
+                .push_back((path_part.to_lowercase(), method.into(), instead.clone()));
+        }
+    }
+
     /// Takes the requests made so far (and forgets them).
     pub fn take_requests(&self) -> Vec<String> {
         std::mem::take(&mut self.state.lock().expect("lock").requests)
@@ -166,6 +184,27 @@ fn arm_error(status: u16, code: &str, message: &str) -> Response {
 }
 
 fn handle(state: &Mutex<State>, req: &Request) -> Response {
+    let answer = respond(state, req);
+    let path = req.path_only().to_lowercase();
+    if path == "/msi/token" {
+        return answer;
+    }
+    let mut st = state.lock().expect("lock");
+    let lost = st
+        .lost_answers
+        .iter()
+        .position(|(p, m, _)| path.contains(p.as_str()) && (m == &req.method || m == "*"));
+    let answer = match lost.and_then(|i| st.lost_answers.remove(i)) {
+        Some((_, _, instead)) => instead,
+        None => answer,
+    };
+    match st.delay {
+        Some(d) => answer.delayed(d),
+        None => answer,
+    }
+}
+
+fn respond(state: &Mutex<State>, req: &Request) -> Response {
     let path = req.path_only().to_lowercase();
     if path == "/msi/token" {
         if req.header("x-identity-header") != Some(IDENTITY_HEADER) {
@@ -209,8 +248,12 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
         } else {
             "Succeeded"
         };
+        let wait = st
+            .operation_retry_after
+            .clone()
+            .unwrap_or_else(|| "0".into());
         return Response::json(200, json!({"status": status}).to_string())
-            .header("Retry-After", "0");
+            .header("Retry-After", &wait);
     }
     if path.ends_with("/servicetags") && req.method == "GET" {
         let page: usize = req
@@ -302,7 +345,17 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                     "Exceeded the maximum number of allowed IP rules (128).",
                 );
             }
-            if ip.is_empty() && vnet.is_empty() && props["defaultAction"] == "Deny" {
+            // An omitted publicNetworkAccess takes the spec default, Enabled
+            // (FACTS.md 3): exactly the re-opening tagsync must never cause.
+            let mut props = props;
+            if props.get("publicNetworkAccess").is_none() {
+                props["publicNetworkAccess"] = json!("Enabled");
+            }
+            if ip.is_empty()
+                && vnet.is_empty()
+                && props["defaultAction"] == "Deny"
+                && props["publicNetworkAccess"] != "Disabled"
+            {
                 return arm_error(
                     400,
                     "InvalidNetworkRuleSetUpdate",
@@ -310,7 +363,6 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                 );
             }
             st.writes.push(format!("PUT {}", req.path_only()));
-            let mut props = props;
             if let Some(dropped) = st.drop_on_write.take()
                 && let Some(rules) = props["ipRules"].as_array_mut()
             {
@@ -325,9 +377,13 @@ fn handle(state: &Mutex<State>, req: &Request) -> Response {
                     req.header("host").unwrap_or_default(),
                     st.writes.len()
                 );
+                let wait = st
+                    .operation_retry_after
+                    .clone()
+                    .unwrap_or_else(|| "0".into());
                 return Response::new(202, "")
                     .header("Azure-AsyncOperation", &op)
-                    .header("Retry-After", "0");
+                    .header("Retry-After", &wait);
             }
             Response::json(200, answer)
         }

@@ -8,6 +8,7 @@ mod concurrency;
 mod download;
 mod fake_arm;
 mod fake_http;
+mod faults;
 mod ops;
 mod props;
 mod replay;
