@@ -184,11 +184,21 @@ fn arm_error(status: u16, code: &str, message: &str) -> Response {
 }
 
 fn handle(state: &Mutex<State>, req: &Request) -> Response {
-    let answer = respond(state, req);
     let path = req.path_only().to_lowercase();
     if path == "/msi/token" {
-        return answer;
+        // The identity endpoint can be told to fail too.
+        let mut st = state.lock().expect("lock");
+        let fault = st
+            .faults
+            .iter()
+            .position(|(p, m, _)| p == "/msi/token" && (m == &req.method || m == "*"));
+        if let Some((_, _, resp)) = fault.and_then(|i| st.faults.remove(i)) {
+            return resp;
+        }
+        drop(st);
+        return respond(state, req);
     }
+    let answer = respond(state, req);
     let mut st = state.lock().expect("lock");
     let lost = st
         .lost_answers

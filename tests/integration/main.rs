@@ -5,6 +5,7 @@ mod bad_input;
 mod budgets;
 mod cli;
 mod concurrency;
+mod crash;
 mod download;
 mod fake_arm;
 mod fake_http;
