@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use serde::Serialize;
@@ -204,6 +205,17 @@ async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Erro
     let settings = settings(cli, |_| {})?;
     let schedule =
         crate::daemon::Schedule::parse(&args.schedule, &args.time_zone).map_err(Error::Usage)?;
+    let day = std::time::Duration::from_secs(86_400);
+    if Duration::from(args.jitter) > day || Duration::from(args.retry_backoff) > day {
+        return Err(Error::Usage(
+            "--jitter and --retry-backoff must be at most 24h".into(),
+        ));
+    }
+    if args.retries > 100 || !(1..=100).contains(&args.ready_factor) {
+        return Err(Error::Usage(
+            "--retries must be 0 to 100 and --ready-factor 1 to 100".into(),
+        ));
+    }
     // Fail at start, not at the first slot, when the database is unusable.
     History::open(&settings.db_path, true).await?.close().await;
     let opts = crate::daemon::DaemonOptions {

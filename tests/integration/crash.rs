@@ -312,6 +312,20 @@ fn under_every_injected_fault_the_promises_hold() {
             tried += 1;
         }
     }
+    // An answer slower than `[azure] timeout` (2 s here), once: the attempt
+    // times out and the retry goes through.
+    for (part, method) in [("networkrulesets", "GET"), ("networkrulesets", "PUT")] {
+        let w = world("Standard", "");
+        w.arm.fail(
+            part,
+            method,
+            api_error(500, "InternalServerError").delayed(Duration::from_millis(2500)),
+        );
+        w.sync(&[P1, P2, P3], 10, &[]).assert_code(0);
+        check_safe(&w, &format!("a timeout on {method} {part}"));
+        check_converged(&w, &[P1, P2, P3], &format!("a timeout on {method} {part}"));
+        tried += 1;
+    }
     // Writes that Azure applied while their answers were lost, and writes
     // answered 200 but not applied.
     for method in ["PUT", "PATCH"] {

@@ -161,6 +161,19 @@ fn bad_schedules_and_time_zones_are_usage_errors() {
     let run = dir.run(&["daemon", "--time-zone", "Mars/Olympus"]);
     run.assert_code(2);
     assert!(run.stderr.contains("IANA"), "{}", run.stderr);
+    // Absurd durations and counts are refused at start, not overflowed later.
+    for args in [
+        ["--jitter", "100000000y"],
+        ["--retry-backoff", "1000y"],
+        ["--retries", "4294967295"],
+        ["--ready-factor", "0"],
+    ] {
+        let mut all = vec!["daemon"];
+        all.extend(args);
+        let run = dir.run(&all);
+        run.assert_code(2);
+        assert!(run.stderr.contains(args[0]), "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]
