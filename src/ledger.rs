@@ -72,8 +72,17 @@ impl History {
                 target.name, target.resource.id, target.name
             )));
         }
-        let rows = sqlx::query("SELECT prefix, last_desired_at FROM ownership WHERE target = ?1")
-            .bind(&target.name)
+        self.stamped_prefixes(
+            "SELECT prefix, last_desired_at FROM ownership WHERE target = ?1",
+            &target.name,
+        )
+        .await
+    }
+
+    /// `(prefix, stamp)` rows of one target, as a ledger.
+    async fn stamped_prefixes(&self, sql: &str, target: &str) -> Result<Ledger, HistoryError> {
+        let rows = sqlx::query(sql)
+            .bind(target)
             .fetch_all(self.pool())
             .await
             .map_err(|e| self.query_err(e))?;
@@ -81,7 +90,7 @@ impl History {
             .map(|r| {
                 let prefix: &str = r.get(0);
                 let net: IpNet = prefix.parse().map_err(|_| {
-                    self.query_err(format!("ownership row `{prefix}` is not a prefix"))
+                    self.query_err(format!("history row `{prefix}` is not a prefix"))
                 })?;
                 Ok((
                     net,
@@ -91,6 +100,27 @@ impl History {
                 ))
             })
             .collect()
+    }
+
+    /// Records the target (name, resource, kind) the first time it is seen.
+    async fn ensure_target(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        target: &TargetSpec,
+        stamp: &str,
+    ) -> Result<(), HistoryError> {
+        sqlx::query(
+            "INSERT INTO targets (name, resource_id, kind, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&target.name)
+        .bind(&target.resource.id)
+        .bind(target.adapter.name())
+        .bind(stamp)
+        .execute(&mut **tx)
+        .await
+        .map(drop)
+        .map_err(|e| self.query_err(e))
     }
 
     /// Updates the ledger after a write (or a no-change run) in one
@@ -106,17 +136,7 @@ impl History {
     ) -> Result<(), HistoryError> {
         let stamp = now();
         let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
-        sqlx::query(
-            "INSERT INTO targets (name, resource_id, kind, created_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&target.name)
-        .bind(&target.resource.id)
-        .bind(target.adapter.name())
-        .bind(&stamp)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.query_err(e))?;
+        self.ensure_target(&mut tx, target, &stamp).await?;
         for net in added.iter() {
             sqlx::query(
                 "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted) VALUES (?1, ?2, ?3, ?3, ?4)
@@ -167,17 +187,7 @@ impl History {
     ) -> Result<(), HistoryError> {
         let stamp = now();
         let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
-        sqlx::query(
-            "INSERT INTO targets (name, resource_id, kind, created_at) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&target.name)
-        .bind(&target.resource.id)
-        .bind(target.adapter.name())
-        .bind(&stamp)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.query_err(e))?;
+        self.ensure_target(&mut tx, target, &stamp).await?;
         for net in add.iter() {
             sqlx::query(
                 "INSERT INTO pending_additions (target, prefix, recorded_at) VALUES (?1, ?2, ?3)
@@ -196,26 +206,11 @@ impl History {
     /// The additions of writes whose outcome was never recorded, with when
     /// they were about to be made.
     pub async fn pending(&self, target: &str) -> Result<Ledger, HistoryError> {
-        let rows =
-            sqlx::query("SELECT prefix, recorded_at FROM pending_additions WHERE target = ?1")
-                .bind(target)
-                .fetch_all(self.pool())
-                .await
-                .map_err(|e| self.query_err(e))?;
-        rows.iter()
-            .map(|r| {
-                let prefix: &str = r.get(0);
-                let net: IpNet = prefix.parse().map_err(|_| {
-                    self.query_err(format!("pending row `{prefix}` is not a prefix"))
-                })?;
-                Ok((
-                    net,
-                    Owned {
-                        last_desired_at: r.get(1),
-                    },
-                ))
-            })
-            .collect()
+        self.stamped_prefixes(
+            "SELECT prefix, recorded_at FROM pending_additions WHERE target = ?1",
+            target,
+        )
+        .await
     }
 
     /// Settles the pending additions of a target against its live rules, in
