@@ -35,6 +35,10 @@ pub struct Capabilities {
     pub vnet_rules_share_budget: bool,
     /// Whether an empty rule set opens the resource to the Internet.
     pub empty_means_open: bool,
+    /// Whether an empty IP rule list under `defaultAction: Deny` locks every
+    /// caller out (Key Vault): emptying an owned set needs `--force`.
+    #[serde(default)]
+    pub empty_locks_out: bool,
     pub ipv6: bool,
     /// An IPv4 /31 is stored as two single-address rules (Storage).
     pub split_31: bool,
@@ -65,6 +69,9 @@ pub struct LiveRules {
     /// empty rule set opens nothing.
     #[serde(default)]
     pub public_access_disabled: bool,
+    /// `defaultAction` is Deny.
+    #[serde(default)]
+    pub default_deny: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -257,6 +264,21 @@ pub fn plan(
                 message: "the result would have no IP and no virtual network rules, which opens the namespace to the Internet while public network access is enabled; refusing to write it".into(),
             });
         }
+    }
+    if caps.empty_locks_out
+        && live.default_deny
+        && result.is_empty()
+        && !owned_live.is_empty()
+        && !policy.force
+    {
+        refusals.push(Refusal {
+            guard: Guard::EmptyRuleSet,
+            message: format!(
+                "the plan removes all {} IP rules while defaultAction is Deny, which locks out every caller but trusted services, VNets and private endpoints; \
+                 check the feed, then run with --force if this is intended",
+                owned_live.len()
+            ),
+        });
     }
     if !owned_live.is_empty() && !policy.force {
         let losing = remove.difference(&covered);
@@ -535,6 +557,7 @@ mod tests {
             budget,
             vnet_rules_share_budget: false,
             empty_means_open: true,
+            empty_locks_out: false,
             ipv6: false,
             split_31: false,
         }
@@ -577,6 +600,7 @@ mod tests {
             vnet_rules: 1,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let p = plan(
             &set(&["20.0.0.0/29", "20.0.1.0/29"]),
@@ -602,6 +626,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -631,6 +656,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let l = ledger(&[("20.0.0.0/29", "2026-01-01T00:00:00Z")]);
         let forced = Policy {
@@ -677,6 +703,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let old = "2026-01-01T00:00:00Z";
         let l = ledger(&[
@@ -706,6 +733,7 @@ mod tests {
             vnet_rules: 2,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let shared = Capabilities {
             vnet_rules_share_budget: true,
@@ -738,6 +766,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -774,6 +803,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let l = ledger(&[
             ("20.0.0.0/29", "2026-11-22T11:00:00Z"),
@@ -821,6 +851,7 @@ mod tests {
             vnet_rules: 0,
             other_ip_rules: 0,
             public_access_disabled: false,
+            default_deny: false,
         };
         let second = plan(&desired, &live, &ledger, &caps(128), &policy(), now());
         assert!(!second.has_changes());

@@ -229,13 +229,8 @@ impl ArmClient {
 
     /// GET an absolute URL on the Resource Manager host (`nextLink`).
     pub async fn get_url(&self, url: &str, action: &str) -> Result<Value, ArmError> {
-        let base = self.settings.resource_manager.trim_end_matches('/');
-        let path = url.strip_prefix(base).ok_or_else(|| {
-            ArmError::Invalid(format!(
-                "refusing to follow a link off the Resource Manager host: {url}"
-            ))
-        })?;
-        self.request(Method::GET, path, None, action)
+        let path = on_resource_manager(&self.settings.resource_manager, url)?;
+        self.request(Method::GET, &path, None, action)
             .await
             .map(|(_, v)| v)
     }
@@ -269,7 +264,7 @@ impl ArmClient {
         first: &Answer,
         action: &str,
     ) -> Result<Value, ArmError> {
-        let base = self.settings.resource_manager.trim_end_matches('/');
+        let base = &self.settings.resource_manager;
         let mut wait = first.retry_after.unwrap_or(Duration::from_secs(1));
         loop {
             let left = self.deadline.saturating_duration_since(Instant::now());
@@ -287,8 +282,8 @@ impl ArmClient {
             }
             tokio::time::sleep(wait).await;
             if let Some(url) = &first.async_operation {
-                let p = url.strip_prefix(base).unwrap_or(url);
-                let (answer, status) = self.request(Method::GET, p, None, action).await?;
+                let p = on_resource_manager(base, url)?;
+                let (answer, status) = self.request(Method::GET, &p, None, action).await?;
                 wait = answer.retry_after.unwrap_or(wait);
                 match status["status"].as_str().unwrap_or_default() {
                     "Succeeded" => {
@@ -312,8 +307,8 @@ impl ArmClient {
                     _ => continue,
                 }
             } else if let Some(url) = &first.location {
-                let p = url.strip_prefix(base).unwrap_or(url);
-                let (answer, value) = self.request(Method::GET, p, None, action).await?;
+                let p = on_resource_manager(base, url)?;
+                let (answer, value) = self.request(Method::GET, &p, None, action).await?;
                 if !answer.status_pending {
                     return if value.is_null() {
                         self.get(path, api_version, action).await
@@ -502,6 +497,36 @@ impl ArmClient {
     }
 }
 
+/// The path and query of an absolute URL Azure handed back (an operation to
+/// poll, a next page), if it is on the Resource Manager host: the same
+/// scheme and host, with or without the default port
+/// (`https://management.azure.com:443/...`, as Event Grid writes it). Any
+/// other host is refused: the bearer token must not go there.
+fn on_resource_manager(base: &str, url: &str) -> Result<String, ArmError> {
+    let refuse = |why: &str| {
+        ArmError::Invalid(format!(
+            "refusing to follow `{}` from Azure: {why}",
+            crate::http::redact(url)
+        ))
+    };
+    let base =
+        reqwest::Url::parse(base).map_err(|_| refuse("the Resource Manager URL is not a URL"))?;
+    let link = reqwest::Url::parse(url).map_err(|_| refuse("it is not an absolute URL"))?;
+    if link.scheme() != base.scheme()
+        || !link
+            .host_str()
+            .zip(base.host_str())
+            .is_some_and(|(a, b)| a.eq_ignore_ascii_case(b))
+        || link.port_or_known_default() != base.port_or_known_default()
+    {
+        return Err(refuse("it is not on the Resource Manager host"));
+    }
+    Ok(match link.query() {
+        Some(q) => format!("{}?{q}", link.path()),
+        None => link.path().to_owned(),
+    })
+}
+
 /// What tagsync reads from an answer's headers.
 #[derive(Debug, Default)]
 struct Answer {
@@ -572,6 +597,37 @@ fn hint(status: StatusCode, action: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operation_urls_are_followed_only_on_the_resource_manager_host() {
+        let base = "https://management.azure.com";
+        for url in [
+            "https://management.azure.com/subscriptions/s/operationsStatus/1?api-version=2025-02-15",
+            "https://management.azure.com:443/subscriptions/s/operationsStatus/1?api-version=2025-02-15",
+            "https://MANAGEMENT.azure.com/subscriptions/s/operationsStatus/1?api-version=2025-02-15",
+        ] {
+            assert_eq!(
+                on_resource_manager(base, url).expect(url),
+                "/subscriptions/s/operationsStatus/1?api-version=2025-02-15"
+            );
+        }
+        for url in [
+            "https://evil.example.com/subscriptions/s?x=1",
+            "http://management.azure.com/subscriptions/s",
+            "https://management.azure.com:8443/subscriptions/s",
+            "/subscriptions/s/operationsStatus/1",
+        ] {
+            assert!(on_resource_manager(base, url).is_err(), "{url}");
+        }
+        assert_eq!(
+            on_resource_manager(
+                "http://127.0.0.1:8080",
+                "http://127.0.0.1:8080/operations/2"
+            )
+            .expect("loopback"),
+            "/operations/2"
+        );
+    }
 
     #[test]
     fn both_error_shapes_are_read() {

@@ -8,7 +8,9 @@
 //! kind (Key Vault, SQL, Cosmos DB) is one new file and one line in
 //! [`REGISTRY`].
 
+mod eventgrid;
 mod eventhubs;
+mod keyvault;
 mod network_rule_set;
 mod servicebus;
 mod storage;
@@ -89,6 +91,9 @@ pub static REGISTRY: &[&dyn Adapter] = &[
     &eventhubs::EVENT_HUBS,
     &servicebus::SERVICE_BUS,
     &storage::STORAGE,
+    &eventgrid::TOPICS,
+    &eventgrid::DOMAINS,
+    &keyvault::KEY_VAULT,
 ];
 
 /// The adapter for a resource id's provider (ARM providers are
@@ -348,10 +353,12 @@ fn not_public(net: &IpNet) -> Option<&'static str> {
 
 /// Builds the new rule list: live rule objects kept unless removed (foreign
 /// ones exactly as they were, whatever their form), then one object per
-/// added prefix.
+/// added prefix: `{value_key: .., "action": action}`, or without `action`
+/// for the kinds whose rules have none (Key Vault).
 pub fn edit_rules(
     live_rules: &[Value],
     value_key: &str,
+    action: Option<&str>,
     add: &PrefixSet,
     remove: &PrefixSet,
 ) -> Vec<Value> {
@@ -368,7 +375,9 @@ pub fn edit_rules(
     for net in add.iter() {
         let mut rule = serde_json::Map::new();
         rule.insert(value_key.to_owned(), Value::String(render_rule(&net)));
-        rule.insert("action".to_owned(), Value::String("Allow".to_owned()));
+        if let Some(action) = action {
+            rule.insert("action".to_owned(), Value::String(action.to_owned()));
+        }
         out.push(Value::Object(rule));
     }
     out
@@ -414,8 +423,13 @@ mod tests {
             "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v",
         )
         .expect("valid");
-        let err = adapter_of(&kv).map(|a| a.name()).unwrap_err();
-        assert!(err.contains("Microsoft.KeyVault/vaults"), "{err}");
+        assert_eq!(adapter_of(&kv).map(|a| a.name()), Ok("key-vault"));
+        let sql = ResourceId::parse(
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db",
+        )
+        .expect("valid");
+        let err = adapter_of(&sql).map(|a| a.name()).unwrap_err();
+        assert!(err.contains("Microsoft.Sql/servers"), "{err}");
         assert!(ResourceId::parse("/subscriptions/s/providers/x").is_err());
         assert!(ResourceId::parse("ns").is_err());
     }
@@ -453,6 +467,7 @@ mod tests {
         let out = edit_rules(
             live.as_array().expect("array"),
             "ipMask",
+            Some("Allow"),
             &set(&["20.0.1.5/32"]),
             &set(&["20.0.0.0/29"]),
         );

@@ -55,6 +55,7 @@ impl Adapter for NamespaceAdapter {
             budget: target.max_rules.unwrap_or(128),
             vnet_rules_share_budget: self.vnet_rules_share_budget,
             empty_means_open: true,
+            empty_locks_out: false,
             ipv6: target.ipv6,
             split_31: false,
         }
@@ -105,7 +106,13 @@ impl Adapter for NamespaceAdapter {
     ) -> Result<Option<LiveState>, ArmError> {
         let mut props = live.raw.clone();
         let rules = props["ipRules"].as_array().cloned().unwrap_or_default();
-        props["ipRules"] = Value::Array(super::edit_rules(&rules, "ipMask", add, remove));
+        props["ipRules"] = Value::Array(super::edit_rules(
+            &rules,
+            "ipMask",
+            Some("Allow"),
+            add,
+            remove,
+        ));
         let body = serde_json::json!({ "properties": props });
         let answer = arm
             .put(&path(target), API_VERSION, &body, self.write_rules)
@@ -141,6 +148,7 @@ fn state_from(body: &Value, facts: ResourceFacts) -> Result<LiveState, ArmError>
             vnet_rules,
             other_ip_rules,
             public_access_disabled: public_network_access.as_str() == Some("Disabled"),
+            default_deny: default_action.as_str() == Some("Deny"),
         },
         default_action: default_action.as_str().map(str::to_owned),
         public_network_access: public_network_access.as_str().map(str::to_owned),

@@ -56,6 +56,7 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
             other_ip_rules: other_v4 + other_v6,
             public_access_disabled: account["properties"]["publicNetworkAccess"].as_str()
                 == Some("Disabled"),
+            default_deny: default_action.as_str() == Some("Deny"),
         },
         default_action: default_action.as_str().map(str::to_owned),
         public_network_access: account["properties"]["publicNetworkAccess"]
@@ -111,6 +112,7 @@ impl Adapter for Storage {
             budget: target.max_rules.unwrap_or(400),
             vnet_rules_share_budget: false,
             empty_means_open: false,
+            empty_locks_out: false,
             ipv6: target.ipv6,
             split_31: true,
         }
@@ -141,10 +143,11 @@ impl Adapter for Storage {
         let (remove4, remove6) = split(remove);
         let mut acls = live.raw.clone();
         let v4 = acls["ipRules"].as_array().cloned().unwrap_or_default();
-        acls["ipRules"] = Value::Array(edit_rules(&v4, "value", &add4, &remove4));
+        acls["ipRules"] = Value::Array(edit_rules(&v4, "value", Some("Allow"), &add4, &remove4));
         if !add6.is_empty() || !remove6.is_empty() || acls.get("ipv6Rules").is_some() {
             let v6 = acls["ipv6Rules"].as_array().cloned().unwrap_or_default();
-            acls["ipv6Rules"] = Value::Array(edit_rules(&v6, "value", &add6, &remove6));
+            acls["ipv6Rules"] =
+                Value::Array(edit_rules(&v6, "value", Some("Allow"), &add6, &remove6));
         }
         let body = serde_json::json!({ "properties": { "networkAcls": acls } });
         let answer = arm

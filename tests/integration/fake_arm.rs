@@ -53,6 +53,11 @@ pub struct State {
     /// what the client gets instead). Azure applied it; the client never
     /// learns.
     pub lost_answers: VecDeque<(String, String, Response)>,
+    /// Event Grid updates answer `200` with no body instead of `201` + an
+    /// operation to poll (both are real answers).
+    pub event_grid_empty_200: bool,
+    /// The body of the last Key Vault PATCH, as sent.
+    pub last_vault_patch: Option<Value>,
     /// Every Resource Manager answer is sent this late (kills land mid-run).
     pub delay: Option<std::time::Duration>,
 }
@@ -70,6 +75,14 @@ pub fn storage_id(name: &str) -> String {
     format!(
         "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Storage/storageAccounts/{name}"
     )
+}
+
+pub fn event_grid_id(kind: &str, name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.EventGrid/{kind}/{name}")
+}
+
+pub fn vault_id(name: &str) -> String {
+    format!("/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.KeyVault/vaults/{name}")
 }
 
 pub fn subnet_id(vnet: &str) -> String {
@@ -117,6 +130,44 @@ impl FakeArm {
                                   "networkAcls": network_acls, "supportsHttpsTrafficOnly": true,
                                   "provisioningState": "Succeeded"}}),
         );
+    }
+
+    /// An Event Grid topic or domain (`kind` = "topics" | "domains"), shaped
+    /// like the recording's GET.
+    pub fn add_event_grid(&self, kind: &str, name: &str, public_access: &str, rules: Value) {
+        let id = event_grid_id(kind, name);
+        self.state.lock().expect("lock").resources.insert(
+            id.to_lowercase(),
+            json!({"properties": {"provisioningState": "Succeeded",
+                   "endpoint": format!("https://{name}.westeurope-1.eventgrid.azure.net/api/events"),
+                   "inputSchema": "EventGridSchema", "publicNetworkAccess": public_access,
+                   "inboundIpRules": rules},
+                   "sku": {"name": "Basic"}, "kind": "Azure", "location": "westeurope", "tags": null,
+                   "id": id, "name": name, "type": format!("Microsoft.EventGrid/{kind}")}),
+        );
+    }
+
+    /// A key vault, shaped like the recording's GET; `network_acls` None is
+    /// an open vault whose GET omits the object.
+    pub fn add_vault(&self, name: &str, network_acls: Option<Value>) {
+        let id = vault_id(name);
+        let mut props = json!({"sku": {"family": "A", "name": "premium"},
+            "tenantId": "54826b22-38d6-4fb2-bad9-b7b93a3e9c5a", "accessPolicies": [],
+            "enabledForDeployment": false, "enableSoftDelete": true, "softDeleteRetentionInDays": 7,
+            "enableRbacAuthorization": true, "vaultUri": format!("https://{name}.vault.azure.net/"),
+            "provisioningState": "Succeeded", "publicNetworkAccess": "Enabled"});
+        if let Some(acls) = network_acls {
+            props["networkAcls"] = acls;
+        }
+        self.state.lock().expect("lock").resources.insert(
+            id.to_lowercase(),
+            json!({"id": id, "name": name, "type": "Microsoft.KeyVault/vaults", "location": "westeurope",
+                   "tags": {}, "properties": props}),
+        );
+    }
+
+    pub fn resource(&self, id: &str) -> Value {
+        self.state.lock().expect("lock").resources[&id.to_lowercase()].clone()
     }
 
     pub fn rule_set(&self, provider: &str, name: &str) -> Value {
@@ -250,6 +301,10 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
         .position(|(p, m, _)| path.contains(p.as_str()) && (m == &req.method || m == "*"));
     if let Some((_, _, resp)) = fault.and_then(|i| st.faults.remove(i)) {
         return resp;
+    }
+    if path.contains("/operationsstatus/") {
+        // Event Grid's operation: done at the first poll, as recorded.
+        return Response::json(200, json!({"status": "Succeeded"}).to_string());
     }
     if path.starts_with("/operations/") {
         st.operation_polls += 1;
@@ -450,6 +505,119 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
             let account = st.resources.get_mut(&path).expect("checked");
             account["properties"]["networkAcls"] = acls;
             Response::json(200, account.to_string())
+        }
+        "PATCH" if path.contains("microsoft.eventgrid/") && st.resources.contains_key(&path) => {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return arm_error(400, "BadRequest", "The request body is not valid JSON.");
+                }
+            };
+            // Top-level properties merge: an omitted list is kept.
+            let mut merged = st.resources[&path].clone();
+            if let Some(sent) = body["properties"].as_object() {
+                for (k, v) in sent {
+                    merged["properties"][k] = v.clone();
+                }
+            }
+            if let Some(rules) = merged["properties"]["inboundIpRules"].as_array_mut() {
+                if rules.len() > 128 {
+                    return arm_error(
+                        400,
+                        "InvalidRequest",
+                        "The number of inbound IP rules exceeds the limit of 128.",
+                    );
+                }
+                for r in rules.iter_mut() {
+                    let mask = r["ipMask"].as_str().unwrap_or_default().to_owned();
+                    let v4 = mask.parse::<ipnet::Ipv4Net>().is_ok()
+                        || mask.parse::<std::net::Ipv4Addr>().is_ok();
+                    if !v4 {
+                        return arm_error(
+                            400,
+                            "InvalidRequest",
+                            &format!(
+                                "Invalid IP mask {mask}: only IPv4 addresses or IPv4 address ranges are supported."
+                            ),
+                        );
+                    }
+                    // `allow` is stored as `Allow`; it is the only action.
+                    if !r["action"]
+                        .as_str()
+                        .is_some_and(|a| a.eq_ignore_ascii_case("allow"))
+                    {
+                        return arm_error(
+                            400,
+                            "InvalidRequest",
+                            "The only supported action is Allow.",
+                        );
+                    }
+                    r["action"] = json!("Allow");
+                }
+            }
+            st.writes.push(format!("PATCH {}", req.path_only()));
+            merged["properties"]["provisioningState"] = json!("Succeeded");
+            st.resources.insert(path.clone(), merged.clone());
+            if st.event_grid_empty_200 {
+                return Response::new(200, "");
+            }
+            merged["properties"]["provisioningState"] = json!("Updating");
+            // Like the recording: an absolute URL with an explicit port.
+            let op = format!(
+                "http://{}/subscriptions/{SUB}/providers/Microsoft.EventGrid/locations/westeurope/operationsStatus/{}?api-version=2025-02-15",
+                req.header("host").unwrap_or_default(),
+                st.writes.len()
+            );
+            Response::json(201, merged.to_string()).header("Azure-AsyncOperation", &op)
+        }
+        "PATCH"
+            if path.contains("microsoft.keyvault/vaults") && st.resources.contains_key(&path) =>
+        {
+            let body: Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(_) => {
+                    return arm_error(400, "BadRequest", "The request body is not valid JSON.");
+                }
+            };
+            st.last_vault_patch = Some(body.clone());
+            let mut vault = st.resources[&path].clone();
+            if let Some(mut acls) = body["properties"].get("networkAcls").cloned() {
+                let rules = acls["ipRules"].as_array().cloned().unwrap_or_default();
+                if rules.len() > 1000 {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "The number of IP rules exceeds the limit of 1000.",
+                    );
+                }
+                let mut stored = Vec::new();
+                for (i, r) in rules.iter().enumerate() {
+                    let v = r["value"].as_str().unwrap_or_default();
+                    let net = v
+                        .parse::<ipnet::Ipv4Net>()
+                        .or_else(|_| v.parse::<std::net::Ipv4Addr>().map(ipnet::Ipv4Net::from));
+                    match net {
+                        Ok(n) if !n.network().is_private() => {
+                            // A bare address comes back as /32.
+                            stored.push(json!({"value": n.to_string()}));
+                        }
+                        _ => {
+                            return arm_error(
+                                400,
+                                "BadRequest",
+                                &format!(
+                                    "Invalid value found at properties.networkAcls.ipRules[{i}].value: {v} belongs to forbidden range or is not a valid IPv4 address."
+                                ),
+                            );
+                        }
+                    }
+                }
+                acls["ipRules"] = Value::Array(stored);
+                vault["properties"]["networkAcls"] = acls;
+            }
+            st.writes.push(format!("PATCH {}", req.path_only()));
+            st.resources.insert(path.clone(), vault.clone());
+            Response::json(200, vault.to_string())
         }
         _ => arm_error(
             405,

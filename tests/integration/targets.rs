@@ -425,8 +425,8 @@ fn bad_targets_are_config_errors_naming_them() {
     let dir = TestDir::new();
     let cases = [
         (
-            "resource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv\"",
-            "Microsoft.KeyVault/vaults",
+            "resource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db\"",
+            "Microsoft.Sql/servers",
         ),
         ("resource_id = \"adt-eh\"", "is not a resource id"),
     ];
