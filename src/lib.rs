@@ -23,7 +23,7 @@
 //! - `plan`: the pure plan of one target (fit, then add, remove, keep,
 //!   guards), computed once.
 //! - `targets`: one adapter per kind of resource (Event Hubs, Service Bus,
-//!   Storage) behind one small trait, and the registry.
+//!   Storage, Event Grid, Key Vault) behind one small trait, and the registry.
 //! - `reconcile`: the per-target pipeline: read, desired, plan, the mode's
 //!   step, write, verify, ledger.
 //! - `run`: a `run::Session` and a `run::Mode`: the one run path of

@@ -384,8 +384,22 @@ async fn reconcile_one(
             report
                 .warnings
                 .extend(live_warnings(target, &live, &selected.followed));
-            let admissible = target.adapter.admissible(&selected.prefixes, target);
+            let mut admissible = target.adapter.admissible(&selected.prefixes, target);
             report.warnings.extend(admissible.dropped.iter().cloned());
+            if live.facts.ipv6_endpoints == Some(false) {
+                let v6 = admissible.rules.v6().len();
+                if v6 > 0 {
+                    admissible.rules = PrefixSet::from_nets(
+                        admissible
+                            .rules
+                            .iter()
+                            .filter(|n| matches!(n, IpNet::V4(_))),
+                    );
+                    report.warnings.push(format!(
+                        "{v6} IPv6 prefixes are not written: the resource has no IPv6 endpoints (ipV6Enabled is false), so they would admit nothing"
+                    ));
+                }
+            }
             let mut planner = Planner {
                 ledger,
                 admissible: admissible.rules,

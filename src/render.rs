@@ -673,6 +673,8 @@ pub struct ConfigReport {
     pub timeout: String,
     pub retries: u32,
     pub auth: String,
+    /// What `auto` resolves to here, and why (the configured method otherwise).
+    pub auth_resolved: String,
     pub resource_manager: String,
     pub targets: Vec<ConfiguredTarget>,
 }
@@ -714,6 +716,16 @@ impl ConfigReport {
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
             auth: s.azure.auth.method.as_str().to_owned(),
+            auth_resolved: {
+                let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+                let (m, why) = crate::azure::auth::choose(
+                    s.azure.auth.method,
+                    &env,
+                    &crate::azure::auth::on_path,
+                    &s.azure.auth,
+                );
+                format!("{}: {why}", m.as_str())
+            },
             resource_manager: crate::http::redact(&s.azure.arm.resource_manager),
             targets: s
                 .targets
@@ -760,7 +772,11 @@ pub fn config_human(r: &ConfigReport) -> String {
         "http:      timeout {}, {} retries, cap {} bytes",
         r.timeout, r.retries, r.max_bytes
     );
-    let _ = writeln!(out, "azure:     auth {}, {}", r.auth, r.resource_manager);
+    let _ = writeln!(
+        out,
+        "azure:     auth {} ({}), {}",
+        r.auth, r.auth_resolved, r.resource_manager
+    );
     for t in &r.targets {
         let regions = if t.regions.is_empty() {
             String::new()

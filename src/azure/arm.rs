@@ -445,7 +445,7 @@ impl ArmClient {
                             method: method.to_string(),
                             path: shown_path,
                             status: status.as_u16(),
-                            hint: hint(status, action),
+                            hint: hint(status, action, &code, &message),
                             code,
                             message,
                         });
@@ -582,8 +582,16 @@ fn retryable(status: StatusCode, code: &str, message: &str) -> bool {
                 || message.contains("conflicting operation")))
 }
 
-fn hint(status: StatusCode, action: &str) -> String {
+/// What to do about an error, appended to Azure's own code and message.
+fn hint(status: StatusCode, action: &str, code: &str, message: &str) -> String {
     match status.as_u16() {
+        // A write that carries VNet rules is also authorized against each
+        // subnet (FACTS 3): Azure's message names the action and the scope.
+        403 if code == "LinkedAuthorizationFailed" => ". The rule set carries virtual network rules, which Azure also authorizes against each subnet: \
+             grant `Microsoft.Network/virtualNetworks/subnets/joinViaServiceEndpoint/action` on the subnet named above (README, \"Least privilege\")".into(),
+        400 if message.contains("resourceAccessRules") => ". A resource access rule of this account is no longer valid (its resource was probably deleted), \
+             and Azure refuses every update of the account until it is fixed: remove it from networkAcls.resourceAccessRules \
+             (portal, or `az storage account network-rule remove --resource-id ...`), then run again".into(),
         403 => format!(
             ". tagsync needs the permission `{action}` on this resource; assign the least-privilege custom role \
              \"tagsync operator\" (README, \"Least privilege\") at the resource's scope"

@@ -1,10 +1,14 @@
 //! Entra ID credentials, from `azure_identity` 1.x, chosen by configuration.
 //!
-//! `auto` picks, in order: workload identity when `AZURE_FEDERATED_TOKEN_FILE`
-//! is set (AKS), a client secret when its variables are set, managed identity
-//! when an identity endpoint is present (`IDENTITY_ENDPOINT` for App Service
-//! and Container Apps, `MSI_ENDPOINT`), else the Azure CLI. The choice is
-//! logged; the secret never is. Secrets come from the environment or a file,
+//! `auto` picks, in order, the credential that works on each kind of host:
+//! workload identity when `AZURE_FEDERATED_TOKEN_FILE` is set (AKS), a client
+//! secret when its variables are set, the App Service / Container Apps
+//! managed identity when `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set,
+//! the Azure CLI when `az` is on `PATH` (a workstation), and otherwise the
+//! managed identity of the instance metadata service (VMs, scale sets, AKS
+//! nodes): azure_identity's managed identity falls back to IMDS when no
+//! variable names another source. The choice and why are logged; the secret
+//! never is. Secrets come from the environment or a file,
 //! never from the configuration file.
 
 use std::path::{Path, PathBuf};
@@ -63,24 +67,49 @@ pub struct AuthError {
     pub message: String,
 }
 
-/// Resolves `auto` against the environment.
+/// Resolves `auto` against the environment and what is on `PATH`; returns
+/// the method and why it was chosen.
 pub fn choose(
     method: AuthMethod,
     env: &dyn Fn(&str) -> Option<String>,
+    on_path: &dyn Fn(&str) -> bool,
     settings: &AuthSettings,
-) -> AuthMethod {
+) -> (AuthMethod, &'static str) {
     if method != AuthMethod::Auto {
-        return method;
+        return (method, "configured in [azure] auth");
     }
     if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-        AuthMethod::WorkloadIdentity
+        (
+            AuthMethod::WorkloadIdentity,
+            "AZURE_FEDERATED_TOKEN_FILE is set (AKS workload identity)",
+        )
     } else if env("AZURE_CLIENT_SECRET").is_some() || settings.client_secret_file.is_some() {
-        AuthMethod::ClientSecret
-    } else if env("IDENTITY_ENDPOINT").is_some() || env("MSI_ENDPOINT").is_some() {
-        AuthMethod::ManagedIdentity
+        (
+            AuthMethod::ClientSecret,
+            "a client secret is set (AZURE_CLIENT_SECRET or [azure] client_secret_file)",
+        )
+    } else if env("IDENTITY_ENDPOINT").is_some() && env("IDENTITY_HEADER").is_some() {
+        (
+            AuthMethod::ManagedIdentity,
+            "IDENTITY_ENDPOINT and IDENTITY_HEADER are set (App Service, Container Apps)",
+        )
+    } else if on_path("az") {
+        (
+            AuthMethod::AzureCli,
+            "the Azure CLI `az` is on PATH (a workstation)",
+        )
     } else {
-        AuthMethod::AzureCli
+        (
+            AuthMethod::ManagedIdentity,
+            "no identity variable is set and `az` is not on PATH: the instance metadata service (VMs, scale sets, AKS nodes)",
+        )
     }
+}
+
+/// Whether an executable of this name is in one of `PATH`'s directories.
+pub fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }
 
 /// Builds the credential. Returns it with the method actually used.
@@ -88,7 +117,7 @@ pub fn credential(
     settings: &AuthSettings,
 ) -> Result<(Arc<dyn TokenCredential>, AuthMethod), AuthError> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let method = choose(settings.method, &env, settings);
+    let (method, why) = choose(settings.method, &env, &on_path, settings);
     let err = |message: String| AuthError {
         method: method.as_str(),
         message,
@@ -152,7 +181,7 @@ pub fn credential(
         AuthMethod::AzureCli => AzureCliCredential::new(None).map_err(|e| err(e.to_string()))?,
         AuthMethod::Auto => return Err(err("unresolved auto".into())),
     };
-    tracing::info!(method = method.as_str(), "authenticating to Azure");
+    tracing::info!(method = method.as_str(), why, "authenticating to Azure");
     Ok((cred, method))
 }
 
@@ -171,29 +200,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_prefers_workload_identity_then_secret_then_managed_identity_then_cli() {
+    fn auto_gives_each_host_the_credential_that_works_there() {
         let s = AuthSettings::default();
-        let pick = |vars: &[&str]| {
+        let pick = |vars: &[&str], az: bool| {
             let vars: Vec<String> = vars.iter().map(|v| v.to_string()).collect();
             choose(
                 AuthMethod::Auto,
                 &|k| vars.iter().any(|v| v == k).then(|| "x".to_owned()),
+                &|name| az && name == "az",
                 &s,
             )
+            .0
         };
         assert_eq!(
-            pick(&["AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_SECRET"]),
+            pick(&["AZURE_FEDERATED_TOKEN_FILE", "AZURE_CLIENT_SECRET"], true),
             AuthMethod::WorkloadIdentity
         );
         assert_eq!(
-            pick(&["AZURE_CLIENT_SECRET", "IDENTITY_ENDPOINT"]),
+            pick(&["AZURE_CLIENT_SECRET", "IDENTITY_ENDPOINT"], true),
             AuthMethod::ClientSecret
         );
-        assert_eq!(pick(&["IDENTITY_ENDPOINT"]), AuthMethod::ManagedIdentity);
-        assert_eq!(pick(&["MSI_ENDPOINT"]), AuthMethod::ManagedIdentity);
-        assert_eq!(pick(&[]), AuthMethod::AzureCli);
         assert_eq!(
-            choose(AuthMethod::AzureCli, &|_| Some("x".into()), &s),
+            pick(&["IDENTITY_ENDPOINT", "IDENTITY_HEADER"], true),
+            AuthMethod::ManagedIdentity
+        );
+        // A workstation with the CLI.
+        assert_eq!(pick(&[], true), AuthMethod::AzureCli);
+        // A VM, a scale set or an AKS node: IMDS, not "az not found".
+        assert_eq!(pick(&[], false), AuthMethod::ManagedIdentity);
+        // MSI_ENDPOINT (Cloud Shell, Azure ML) is no source azure_identity
+        // supports: it decides nothing.
+        assert_eq!(pick(&["MSI_ENDPOINT"], true), AuthMethod::AzureCli);
+        assert_eq!(pick(&["MSI_ENDPOINT"], false), AuthMethod::ManagedIdentity);
+        assert_eq!(
+            choose(AuthMethod::AzureCli, &|_| Some("x".into()), &|_| false, &s).0,
             AuthMethod::AzureCli
         );
     }

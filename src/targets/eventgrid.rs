@@ -66,6 +66,7 @@ fn state_from(resource: &Value) -> Result<LiveState, ArmError> {
             sku: resource["sku"]["name"].as_str().map(str::to_owned),
             location: resource["location"].as_str().map(str::to_owned),
             unsupported: None,
+            ipv6_endpoints: None,
         },
         rules: LiveRules {
             ip,

@@ -1,6 +1,8 @@
 //! Event Hubs namespaces: `Microsoft.EventHub/namespaces/{ns}/networkRuleSets/default`.
 //! 128 IP rules (virtual network rules have their own 128); IPv4, and IPv6
-//! with `ipv6 = true` (docs since 2025-07); not on the Basic tier.
+//! with `ipv6 = true` (docs since 2025-07) on a namespace with IPv6
+//! endpoints (`properties.ipV6Enabled`, API 2026-01-01); not on the Basic
+//! tier.
 
 use super::network_rule_set::NamespaceAdapter;
 
@@ -14,4 +16,5 @@ pub const EVENT_HUBS: NamespaceAdapter = NamespaceAdapter {
     write_rules: "Microsoft.EventHub/namespaces/networkrulesets/write",
     vnet_rules_share_budget: false,
     basic_upgrade: "Standard or above",
+    ipv6_api_version: Some("2026-01-01"),
 };

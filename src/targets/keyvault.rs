@@ -62,6 +62,7 @@ fn state_from(vault: &Value) -> Result<LiveState, ArmError> {
             sku: props["sku"]["name"].as_str().map(str::to_owned),
             location: vault["location"].as_str().map(str::to_owned),
             unsupported: None,
+            ipv6_endpoints: None,
         },
         rules: LiveRules {
             ip,

@@ -5,8 +5,7 @@
 //! An adapter reads the whole live rule set, says what the resource can
 //! hold, turns desired prefixes into the exact rules the kind stores, and
 //! writes a whole rule set back with every other field preserved. Adding a
-//! kind (Key Vault, SQL, Cosmos DB) is one new file and one line in
-//! [`REGISTRY`].
+//! kind (SQL, Cosmos DB) is one new file and one line in [`REGISTRY`].
 
 mod eventgrid;
 mod eventhubs;
@@ -172,6 +171,10 @@ pub struct ResourceFacts {
     pub location: Option<String>,
     /// Why this resource cannot hold IP rules, if it cannot.
     pub unsupported: Option<String>,
+    /// Whether the resource has IPv6 endpoints, where the kind says (an
+    /// Event Hubs namespace's `ipV6Enabled`): IPv6 rules admit nothing
+    /// without them.
+    pub ipv6_endpoints: Option<bool>,
 }
 
 /// One kind of resource. Required: what it is (name, provider), what it can

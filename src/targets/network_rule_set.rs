@@ -26,6 +26,9 @@ pub struct NamespaceAdapter {
     pub vnet_rules_share_budget: bool,
     /// What to do about a Basic namespace, which cannot hold IP rules.
     pub basic_upgrade: &'static str,
+    /// The API version whose namespace carries `properties.ipV6Enabled`
+    /// (Event Hubs 2026-01-01), read when a target takes IPv6 rules.
+    pub ipv6_api_version: Option<&'static str>,
 }
 
 #[async_trait]
@@ -73,13 +76,20 @@ impl Adapter for NamespaceAdapter {
             let body = arm.get(&path(target), API_VERSION, self.read_rules).await?;
             return state_from(&body, facts.clone());
         }
+        let ipv6_api = self.ipv6_api_version.filter(|_| target.ipv6);
         let ns = arm
-            .get(&target.resource.id, API_VERSION, self.read_namespace)
+            .get(
+                &target.resource.id,
+                ipv6_api.unwrap_or(API_VERSION),
+                self.read_namespace,
+            )
             .await?;
         let mut facts = ResourceFacts {
             sku: ns["sku"]["name"].as_str().map(str::to_owned),
             location: ns["location"].as_str().map(str::to_owned),
             unsupported: None,
+            ipv6_endpoints: ipv6_api
+                .map(|_| ns["properties"]["ipV6Enabled"].as_bool() == Some(true)),
         };
         if facts
             .sku

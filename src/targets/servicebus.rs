@@ -14,4 +14,5 @@ pub const SERVICE_BUS: NamespaceAdapter = NamespaceAdapter {
     write_rules: "Microsoft.ServiceBus/namespaces/networkrulesets/write",
     vnet_rules_share_budget: true,
     basic_upgrade: "Standard or Premium",
+    ipv6_api_version: None,
 };

@@ -31,6 +31,7 @@ fn state_from(account: &Value) -> Result<LiveState, ArmError> {
         sku: account["sku"]["name"].as_str().map(str::to_owned),
         location: account["location"].as_str().map(str::to_owned),
         unsupported: None,
+        ipv6_endpoints: None,
     };
     let acls = account["properties"]
         .get("networkAcls")
@@ -85,7 +86,9 @@ impl Adapter for Storage {
         "Microsoft.Storage/storageAccounts"
     }
 
-    /// IP rules do not apply to requests from the account's own region.
+    /// IP rules do not apply to requests from the account's own region
+    /// (FACTS 5): an ADT instance there reaches it from private addresses
+    /// that no prefix admits. Said for every account, naming its region.
     fn resource_warnings(&self, live: &LiveState, tags: &[&TagState]) -> Vec<String> {
         let Some(loc) = &live.facts.location else {
             return Vec::new();
@@ -98,12 +101,13 @@ impl Adapter for Storage {
             })
             .map(|t| t.name.as_str())
             .collect();
-        if same.is_empty() {
-            return Vec::new();
-        }
+        let selected = if same.is_empty() {
+            String::new()
+        } else {
+            format!(" (the region of {})", same.join(", "))
+        };
         vec![format!(
-            "the storage account is in {loc}, the region of {}: IP rules do not apply to requests from the same region, so these rules do not admit that traffic; use a resource instance rule or trusted access for it",
-            same.join(", ")
+            "the storage account is in {loc}{selected}: IP rules do not apply to requests from the same region, so an Azure Digital Twins instance in {loc} is not admitted by them; use a resource instance rule or trusted access for it"
         )]
     }
 
@@ -162,7 +166,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn warns_when_the_account_is_in_the_region_of_a_selected_sub_tag() {
+    fn warns_on_every_account_and_names_a_selected_sub_tag_of_its_region() {
         let live = |loc: &str| {
             LiveState::unsupported(ResourceFacts {
                 location: Some(loc.into()),
@@ -180,10 +184,10 @@ mod tests {
         let w = STORAGE.resource_warnings(&live("francecentral"), &[&global, &france]);
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("AzureDigitalTwins.FranceCentral"), "{}", w[0]);
-        assert!(
-            STORAGE
-                .resource_warnings(&live("westeurope"), &[&global, &france])
-                .is_empty()
-        );
+        // Every account is warned about, naming its region.
+        let w = STORAGE.resource_warnings(&live("westeurope"), &[&global, &france]);
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("in westeurope"), "{}", w[0]);
+        assert!(!w[0].contains("FranceCentral"), "{}", w[0]);
     }
 }

@@ -5,7 +5,8 @@
 //! storage PATCH replaces the whole `networkAcls` (an omitted list comes back
 //! empty). It validates like Azure does (bad CIDR, /31 and /32 and private
 //! ranges on Storage, duplicates, too many rules, zero rules with Deny) and
-//! can be told to fail the next calls (429 + Retry-After, 500, 409 40901).
+//! can be told to fail the next calls (429 + Retry-After, 500, 429 with
+//! SubCode 40901 "another conflicting operation", as Service Bus sends it).
 //!
 //! The same server is the managed identity token endpoint (App Service
 //! style: `IDENTITY_ENDPOINT` + `X-IDENTITY-HEADER`).
@@ -382,19 +383,50 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
                 .as_array()
                 .cloned()
                 .unwrap_or_default();
+            let servicebus = path.contains("microsoft.servicebus");
+            let namespace = path.trim_end_matches("/networkrulesets/default").to_owned();
+            if st.resources[&namespace]["sku"]["name"] == "Basic" {
+                return arm_error(
+                    400,
+                    "BadRequest",
+                    "Network rule sets are not supported for namespaces in the Basic tier.",
+                );
+            }
+            let mut seen = std::collections::HashSet::new();
             for r in &ip {
                 let mask = r["ipMask"].as_str().unwrap_or_default();
-                if mask.parse::<ipnet::IpNet>().is_err()
-                    && mask.parse::<std::net::IpAddr>().is_err()
-                {
+                let net = mask
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| mask.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+                let Ok(net) = net else {
                     return arm_error(
                         400,
                         "BadRequest",
                         "The provided ip address mask does not follow the CIDR notation.",
                     );
+                };
+                if servicebus && matches!(net, ipnet::IpNet::V6(_)) {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "IPv6 addresses are not supported in Service Bus IP rules.",
+                    );
+                }
+                if r["action"] != "Allow" {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        "The only supported IP rule action is Allow.",
+                    );
+                }
+                if !seen.insert(net.trunc()) {
+                    return arm_error(
+                        400,
+                        "BadRequest",
+                        &format!("The IP rule {mask} is specified more than once."),
+                    );
                 }
             }
-            let servicebus = path.contains("microsoft.servicebus");
             let count = if servicebus {
                 ip.len() + vnet.len()
             } else {
@@ -462,7 +494,11 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
                     return arm_error(400, "BadRequest", "The request body is not valid JSON.");
                 }
             };
-            let mut acls = body["properties"]["networkAcls"].clone();
+            // A PATCH without networkAcls is legal: it changes nothing there.
+            let Some(mut acls) = body["properties"].get("networkAcls").cloned() else {
+                st.writes.push(format!("PATCH {}", req.path_only()));
+                return Response::json(200, st.resources[&path].to_string());
+            };
             if !acls.is_object() || acls["defaultAction"].is_null() {
                 return arm_error(
                     400,

@@ -10,6 +10,7 @@ mod download;
 mod fake_arm;
 mod fake_http;
 mod faults;
+mod fidelity;
 mod new_kinds;
 mod ops;
 mod props;

@@ -174,7 +174,12 @@ fn an_emptying_feed_is_refused_on_each_new_kind() {
     assert_eq!(w.target(&report, "eg-topic")["outcome"], "applied");
     assert_eq!(w.target(&report, "eg-domain")["outcome"], "refused");
     assert_eq!(
-        rules(&w, &event_grid_id("topics", "adt-topic"), "inboundIpRules", "ipMask"),
+        rules(
+            &w,
+            &event_grid_id("topics", "adt-topic"),
+            "inboundIpRules",
+            "ipMask"
+        ),
         vec!["3.3.3.3"]
     );
     assert_eq!(
