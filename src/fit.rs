@@ -331,6 +331,32 @@ fn to_net(width: u8, (addr, len): (u128, u8)) -> Option<IpNet> {
     }
 }
 
+/// The blocks that admit addresses outside `exact`, with how many. One
+/// merge walk: both sets are sorted and free of overlaps, and every exact
+/// prefix lies in exactly one block, so the prefixes inside a block are the
+/// next ones in order.
+fn over_admitting(blocks: &PrefixSet, exact: &PrefixSet) -> Vec<OverAdmitting> {
+    let mut prefixes = exact.iter().peekable();
+    let mut out = Vec::new();
+    for b in blocks.iter() {
+        // Prefixes before this block belong to no block (never, for a
+        // summary of `exact`, but the walk must not stall on one).
+        while prefixes.next_if(|p| !b.contains(p) && *p < b).is_some() {}
+        let mut inside: u128 = 0;
+        while let Some(p) = prefixes.next_if(|p| b.contains(p)) {
+            inside += address_count(&p);
+        }
+        let extra = address_count(&b).saturating_sub(inside);
+        if extra > 0 {
+            out.push(OverAdmitting {
+                block: b,
+                extra_addresses: extra,
+            });
+        }
+    }
+    out
+}
+
 /// Covers `selected` with at most `budget` rules admitting the fewest
 /// extra addresses. When its lossless form fits, that is the answer.
 pub fn summarize(
@@ -402,21 +428,7 @@ pub fn summarize(
             .filter_map(|b| to_net(32, b))
             .chain(raw6.into_iter().filter_map(|b| to_net(128, b))),
     );
-    let over_admitting: Vec<OverAdmitting> = blocks
-        .iter()
-        .filter_map(|b| {
-            let inside: u128 = exact
-                .iter()
-                .filter(|p| b.contains(p))
-                .map(|p| address_count(&p))
-                .sum();
-            let extra = address_count(&b).saturating_sub(inside);
-            (extra > 0).then_some(OverAdmitting {
-                block: b,
-                extra_addresses: extra,
-            })
-        })
-        .collect();
+    let over_admitting = over_admitting(&blocks, &exact);
     Ok(Summary {
         rules: cost.rules_of(&blocks),
         extra_addresses: over_admitting
@@ -456,6 +468,41 @@ mod tests {
         .expect("fits");
         assert_eq!(s.blocks, set(&["20.0.0.0/28", "20.1.0.0/24"]));
         assert_eq!(s.extra_addresses, 0);
+    }
+
+    #[test]
+    fn the_over_admitting_walk_agrees_with_the_direct_count() {
+        let exact = set(&[
+            "20.0.0.0/29",
+            "20.0.0.16/29",
+            "20.0.4.0/29",
+            "20.1.0.0/24",
+            "2603:1000::/48",
+            "2603:1000:2::/48",
+        ]);
+        let blocks = set(&[
+            "20.0.0.0/27",
+            "20.0.4.0/29",
+            "20.1.0.0/23",
+            "2603:1000::/46",
+        ]);
+        let direct: Vec<OverAdmitting> = blocks
+            .iter()
+            .filter_map(|b| {
+                let inside: u128 = exact
+                    .iter()
+                    .filter(|p| b.contains(p))
+                    .map(|p| address_count(&p))
+                    .sum();
+                let extra = address_count(&b) - inside;
+                (extra > 0).then_some(OverAdmitting {
+                    block: b,
+                    extra_addresses: extra,
+                })
+            })
+            .collect();
+        assert_eq!(over_admitting(&blocks, &exact), direct);
+        assert_eq!(direct.len(), 3);
     }
 
     #[test]

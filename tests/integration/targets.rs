@@ -623,6 +623,9 @@ fn drift_after_a_write_is_a_failed_target_and_not_owned() {
             .to_string()
             .contains("drift: after writing, 1 planned rules are missing")
     );
+    // Recorded as what it was.
+    let applies = w.run(&["history", "--target", "adt-events"]).json();
+    assert_eq!(applies[0]["outcome"], "drifted", "{applies}");
     // Not owned, so the next run adds it again (and it sticks this time).
     let again = w.sync(&[P1, P2], 10, &["--target", "adt-events"]);
     again.assert_code(0);
