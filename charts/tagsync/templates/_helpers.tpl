@@ -51,9 +51,37 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- $_ := set $cfg "azure" $azure -}}
 {{- if .Values.targets -}}
-{{- $_ := set $cfg "targets" .Values.targets -}}
+{{- $_ := set $cfg "targets" (deepCopy .Values.targets) -}}
+{{- end -}}
+{{- /* Helm reads every number of a values file as a float: `max_rules: 100`
+       would render as `max_rules = 100.0`, which tagsync rightly refuses.
+       Whole numbers become integers again, except the keys that are floats
+       in tagsync's configuration. */ -}}
+{{- $floats := list "max_removal_ratio" -}}
+{{- range $section, $table := $cfg -}}
+{{- if kindIs "map" $table -}}
+{{- include "tagsync.integers" (dict "table" $table "floats" $floats) -}}
+{{- else if kindIs "slice" $table -}}
+{{- range $table -}}
+{{- if kindIs "map" . -}}
+{{- include "tagsync.integers" (dict "table" . "floats" $floats) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- toToml $cfg -}}
+{{- end -}}
+
+{{/* Turns the whole-number floats of one TOML table into integers, in
+place (renders nothing). */}}
+{{- define "tagsync.integers" -}}
+{{- $table := .table -}}
+{{- $floats := .floats -}}
+{{- range $key, $value := $table -}}
+{{- if and (kindIs "float64" $value) (not (has $key $floats)) (eq $value (floor $value)) -}}
+{{- $_ := set $table $key (int64 $value) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The pod spec shared by the CronJob and the Deployment. */}}

@@ -20,11 +20,11 @@ groups:
           description: The firewall rules may be missing new Azure Digital Twins addresses. Check the job's logs and `tagsync history`.
       - alert: TagsyncTargetFailing
         expr: |
-          (max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome="failed"})
-            > max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome!="failed"}))
+          (max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome=~"failed|drifted"})
+            > max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome!~"failed|drifted"}))
           or
-          (max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome="failed"})
-            unless max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome!="failed"}))
+          (max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome=~"failed|drifted"})
+            unless max by (target) (tagsync_target_last_apply_timestamp_seconds{outcome!~"failed|drifted"}))
         labels:
           severity: warning
         annotations:

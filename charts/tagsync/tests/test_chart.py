@@ -187,6 +187,18 @@ def test_dashboard_configmap_for_the_grafana_sidecar():
         assert all("tagsync_" in t["expr"] for t in panel["targets"])
 
 
+def test_a_values_file_keeps_every_type():
+    docs = render("typed-values.yaml")
+    toml, report = config_check(docs)
+    for line in ("max_rules = 100", "retries = 5", "retries = 6", "concurrency = 16",
+                 "summarize_min_prefix_len = 14", "summarize_max_extra_addresses = 100000",
+                 "max_bytes = 67108864", "min_prefix_len_v4 = 12"):
+        assert line in toml.splitlines() or f"{line}\n" in toml, f"{line!r} not in\n{toml}"
+    assert ".0\n" not in toml.replace("max_removal_ratio = 1.0", "").replace("max_removal_ratio = 0.5", ""), toml
+    assert "max_removal_ratio = 0.5" in toml and "include_unassigned = true" in toml, toml
+    assert report["targets"][0]["name"] == "adt-events", report
+
+
 def test_bad_values_fail_at_install():
     for args in (["--set", "mode=sometimes"], ["--set", "schedule=every monday"],
                  ["--set", "config.azure.client_secret=hunter2"],
