@@ -102,6 +102,20 @@ impl History {
             .collect()
     }
 
+    /// Forgets a target's pending additions (in the caller's transaction).
+    async fn clear_pending(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        target: &str,
+    ) -> Result<(), HistoryError> {
+        sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
+            .bind(target)
+            .execute(&mut **tx)
+            .await
+            .map(drop)
+            .map_err(|e| self.query_err(e))
+    }
+
     /// Records the target (name, resource, kind) the first time it is seen.
     async fn ensure_target(
         &self,
@@ -170,11 +184,7 @@ impl History {
             .map_err(|e| self.query_err(e))?;
         }
         // The write's outcome is now recorded: its intent is settled.
-        sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
-            .bind(&target.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.query_err(e))?;
+        self.clear_pending(&mut tx, &target.name).await?;
         tx.commit().await.map_err(|e| self.query_err(e))
     }
 
@@ -238,11 +248,7 @@ impl History {
             .await
             .map_err(|e| self.query_err(e))?;
         }
-        sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
-            .bind(&target.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.query_err(e))?;
+        self.clear_pending(&mut tx, &target.name).await?;
         tx.commit().await.map_err(|e| self.query_err(e))
     }
 
@@ -268,11 +274,7 @@ impl History {
                 }
             }
             None => {
-                sqlx::query("DELETE FROM pending_additions WHERE target = ?1")
-                    .bind(target)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_err(e))?;
+                self.clear_pending(&mut tx, target).await?;
                 n = sqlx::query("DELETE FROM ownership WHERE target = ?1")
                     .bind(target)
                     .execute(&mut *tx)

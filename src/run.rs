@@ -134,12 +134,20 @@ pub async fn wait_for_signal() {
 }
 
 /// A stop flag set by the first SIGTERM or SIGINT (for one-shot commands).
+/// A second signal exits at once: every stage is atomic in the history and
+/// pending writes are settled by the next run (the crash test kills at
+/// random points), so an impatient operator loses nothing.
 pub fn stop_on_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::warn!("stopping: writes in flight finish and are recorded, no new ones are sent");
+        tracing::warn!(
+            "stopping: writes in flight finish and are recorded, no new ones are sent (signal again to exit at once)"
+        );
         let _ = tx.send(true);
+        wait_for_signal().await;
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(i32::from(crate::error::exit::INTERRUPTED));
     });
     rx
 }

@@ -462,3 +462,52 @@ fn an_empty_rule_set_is_allowed_only_where_public_access_is_disabled() {
         }
     }
 }
+
+#[test]
+fn a_second_sigterm_exits_at_once_and_the_next_run_settles_everything() {
+    let w = world("Standard", "");
+    w.arm.state.lock().expect("lock").delay = Some(Duration::from_millis(300));
+    let f = w.dir.write("feed.json", feed(&[P1], 10));
+    let identity = w.arm.identity_env();
+    let mut cmd = w.dir.command();
+    cmd.args([
+        "--config",
+        &w.cfg,
+        "--output",
+        "json",
+        "sync",
+        "--feed-file",
+        f.to_str().expect("utf-8"),
+    ])
+    .envs(identity.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("sync");
+    std::thread::sleep(Duration::from_millis(400));
+    for _ in 0..2 {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = finish(child.wait_with_output().expect("exits"));
+    run.assert_code(7);
+    assert!(run.stderr.contains("exiting at once"), "{}", run.stderr);
+    assert!(
+        run.stdout.is_empty(),
+        "no report: it did not wait for the run"
+    );
+    w.arm.state.lock().expect("lock").delay = None;
+    w.sync(&[P1], 10, &[]).assert_code(0);
+    let again = w.sync(&[P1], 10, &[]);
+    again.assert_code(0);
+    for name in ["adt-events", "adt-queue", "adt-deadletter"] {
+        assert_eq!(
+            w.target(&again.json(), name)["outcome"],
+            "unchanged",
+            "{name}"
+        );
+    }
+}
