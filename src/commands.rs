@@ -85,7 +85,13 @@ fn init_logging(cli: &Cli) {
     // A second initialisation (tests calling in-process) is harmless.
     let _ = match cli.log_format {
         LogFormat::Human => builder.with_target(false).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        // Without tracing's own `target` (the module), so the tagsync
+        // target's name is the only `target` key of a line.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_target(false)
+            .try_init(),
     };
 }
 

@@ -333,10 +333,7 @@ pub fn load(
     match content {
         Content::NotModified => Ok(None),
         Content::Bytes(body) => scan_hashed(body.as_slice(), max_bytes, keep).map(Some),
-        Content::File(path) => {
-            let file = open_file(path)?;
-            scan_hashed(file, max_bytes, keep).map(Some)
-        }
+        Content::File(path) => scan_hashed(open_feed_file(path)?, max_bytes, keep).map(Some),
         Content::Pages(pages) => {
             let mut hasher = Sha256::new();
             let mut bytes = 0;
@@ -405,6 +402,24 @@ pub fn open_file(path: &Path) -> Result<std::fs::File, SourceError> {
     std::fs::File::open(path).map_err(|e| err(e.to_string()))
 }
 
+/// A feed file as JSON text: gzip files (recognised by their magic bytes,
+/// whatever their name) are decompressed on the way. The size cap and the
+/// digest apply to the JSON, so a file and its gzip record the same feed,
+/// and a gzip bomb stops at `max_bytes`.
+pub fn open_feed_file(path: &Path) -> Result<Box<dyn Read>, SourceError> {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, open_file(path)?);
+    let head = reader.fill_buf().map_err(|e| SourceError::File {
+        path: path.display().to_string(),
+        detail: e.to_string(),
+    })?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::read::GzDecoder::new(reader)))
+    } else {
+        Ok(Box::new(reader))
+    }
+}
+
 /// Scans fetched content without computing a digest (`feed show`).
 pub fn scan_content(
     content: &Content,
@@ -419,7 +434,10 @@ pub fn scan_content(
             .into());
         }
         Content::Bytes(body) => scan(MeteredReader::new(body.as_slice(), max_bytes, false), keep)?,
-        Content::File(path) => scan(MeteredReader::new(open_file(path)?, max_bytes, false), keep)?,
+        Content::File(path) => scan(
+            MeteredReader::new(open_feed_file(path)?, max_bytes, false),
+            keep,
+        )?,
         Content::Pages(_) => {
             return load(content, max_bytes, keep)?
                 .map(|l| l.feed)

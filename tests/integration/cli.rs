@@ -236,3 +236,41 @@ fn retention_prunes_old_runs_but_keeps_the_latest_snapshot() {
     assert_eq!(state.snapshots.len(), 1);
     assert_eq!(state.prefix_sets.len(), 1, "unused prefix sets are deleted");
 }
+
+#[test]
+fn a_gzip_feed_file_is_read_as_its_json_and_a_gzip_bomb_stops_at_the_cap() {
+    let dir = TestDir::new();
+    let gz = fixtures().join("ServiceTags_Public_20210106.json.gz");
+    let gz = gz.to_str().expect("utf-8");
+    let first = dir.run(&["--output", "json", "sync", "--feed-file", gz]);
+    first.assert_code(0);
+    let plain = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    let second = dir.run(&[
+        "--output",
+        "json",
+        "sync",
+        "--feed-file",
+        plain.to_str().expect("utf-8"),
+    ]);
+    second.assert_code(0);
+    // The same feed: the digest is of the JSON, not of its compression.
+    assert_eq!(
+        first.json()["feed"]["sha256"],
+        second.json()["feed"]["sha256"]
+    );
+    assert_eq!(second.json()["outcome"], "unchanged");
+    // 64 MiB of spaces in a few KiB of gzip: refused at the 1 MiB cap.
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, &vec![b' '; 64 << 20]).expect("gzip");
+    let bomb = dir.write("bomb.json", enc.finish().expect("gzip"));
+    let cfg = dir.write("small.toml", "[feed]\nmax_bytes = \"1MiB\"\n");
+    let run = dir.run(&[
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "sync",
+        "--feed-file",
+        bomb.to_str().expect("utf-8"),
+    ]);
+    run.assert_code(3);
+    assert!(run.stderr.contains("max_bytes"), "{}", run.stderr);
+}

@@ -511,3 +511,34 @@ fn a_second_sigterm_exits_at_once_and_the_next_run_settles_everything() {
         );
     }
 }
+
+#[test]
+fn every_json_log_line_parses_with_unique_keys() {
+    let w = world("Standard", "");
+    let run = w.run(&[
+        "-vv",
+        "--log-format",
+        "json",
+        "sync",
+        "--feed-file",
+        w.dir
+            .write("feed.json", feed(&[P1], 10))
+            .to_str()
+            .expect("utf-8"),
+    ]);
+    run.assert_code(0);
+    let mut with_target = 0;
+    for line in run.stderr.lines().filter(|l| !l.trim().is_empty()) {
+        let value: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let object = value.as_object().expect("an object per line");
+        // serde_json keeps the last of duplicate keys: count them in the text.
+        for key in object.keys() {
+            let n = line.matches(&format!("\"{key}\":")).count();
+            assert!(n <= 1, "key `{key}` appears {n} times: {line}");
+        }
+        if object.get("target").and_then(Value::as_str) == Some("adt-events") {
+            with_target += 1;
+        }
+    }
+    assert!(with_target > 0, "the target's name survives in `target`");
+}
