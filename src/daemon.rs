@@ -71,6 +71,17 @@ impl Schedule {
             .map(|d| d.with_timezone(&Utc))
     }
 
+    /// The most jitter a run of `slot` may get: the configured bound, but
+    /// never more than half the gap to the following slot, so a run never
+    /// starts at (or past) the next one.
+    pub fn jitter_bound(&self, slot: DateTime<Utc>, configured: Duration) -> Duration {
+        let gap = self
+            .next_after(slot)
+            .and_then(|next| (next - slot).to_std().ok())
+            .unwrap_or(configured.saturating_mul(2));
+        configured.min(gap / 2)
+    }
+
     /// The gap between the next two slots: how often the job runs.
     pub fn interval(&self, now: DateTime<Utc>) -> Duration {
         self.next_after(now)
@@ -156,7 +167,7 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
                     opts.schedule.text
                 )));
             };
-            let jitter = jitter(opts.jitter);
+            let jitter = jitter(opts.schedule.jitter_bound(slot, opts.jitter));
             let wait = (slot - Utc::now()).to_std().unwrap_or_default() + jitter;
             tracing::info!(next = %slot, jitter_s = jitter.as_secs(), "waiting for the next run");
             if sleep_or_stop(wait, &mut stop).await {
@@ -393,6 +404,23 @@ mod tests {
             Schedule::parse("0 6 * * 1", "Mars/Olympus")
                 .unwrap_err()
                 .contains("IANA")
+        );
+    }
+
+    #[test]
+    fn jitter_never_reaches_the_next_slot() {
+        let every_minute = Schedule::parse("* * * * *", "UTC").expect("valid");
+        let slot = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        assert_eq!(
+            every_minute.jitter_bound(slot, Duration::from_secs(600)),
+            Duration::from_secs(30)
+        );
+        let weekly = Schedule::parse("0 6 * * 1", "UTC").expect("valid");
+        assert_eq!(
+            weekly.jitter_bound(slot, Duration::from_secs(600)),
+            Duration::from_secs(600)
         );
     }
 

@@ -41,6 +41,9 @@ pub enum Error {
     Azure(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// SIGTERM or SIGINT before the run was done.
+    #[error("stopped by SIGTERM or SIGINT {0}")]
+    Interrupted(&'static str),
 }
 
 impl From<LoadError> for Error {
@@ -60,6 +63,7 @@ impl Error {
             Error::History(_) => exit::DATABASE,
             Error::Azure(_) => exit::TARGET_FAILED,
             Error::Internal(_) => exit::INTERNAL,
+            Error::Interrupted(_) => exit::INTERRUPTED,
         }
     }
 
@@ -74,6 +78,7 @@ impl Error {
             Error::History(_) => "database",
             Error::Azure(_) => "azure",
             Error::Internal(_) => "internal",
+            Error::Interrupted(_) => "interrupted",
         }
     }
 }

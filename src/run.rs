@@ -110,6 +110,14 @@ pub struct RunOptions {
     pub stop: Option<watch::Receiver<bool>>,
 }
 
+/// Resolves when the stop flag becomes true (never, if its sender is gone
+/// without setting it).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Waits for SIGTERM (a Kubernetes Job deadline, a node drain) or SIGINT.
 pub async fn wait_for_signal() {
     #[cfg(unix)]
@@ -252,14 +260,27 @@ impl<'s> Session<'s> {
             Tags::Feed => {
                 let http = HttpClient::new(settings.http.clone())
                     .map_err(|e| Error::Internal(e.to_string()))?;
-                let run = run_feed(
+                // A signal during the download stops it at once: nothing has
+                // been written anywhere yet, and the feed stage records its
+                // run in one transaction at its very end.
+                let feed = run_feed(
                     settings,
                     &self.history,
                     &http,
                     arm.as_ref(),
                     opts.allow_regression,
-                )
-                .await?;
+                );
+                let run = match opts.stop.clone() {
+                    None => feed.await?,
+                    Some(mut stop) => tokio::select! {
+                        run = feed => run?,
+                        _ = stopped(&mut stop) => {
+                            return Err(Error::Interrupted(
+                                "while the feed was being fetched; no target was written",
+                            ));
+                        }
+                    },
+                };
                 let tags: Vec<TagState> =
                     run.recorded.tags.iter().map(|c| c.state.clone()).collect();
                 let id = run.recorded.run_id;

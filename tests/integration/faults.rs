@@ -542,3 +542,36 @@ fn every_json_log_line_parses_with_unique_keys() {
     }
     assert!(with_target > 0, "the target's name survives in `target`");
 }
+
+#[test]
+fn sigterm_during_the_feed_download_stops_at_once() {
+    let dir = TestDir::new();
+    let body = fixture_bytes("ServiceTags_Public_20210106.json.gz");
+    let server = FakeServer::start(move |_| {
+        Response::json(200, body.clone()).delayed(Duration::from_secs(8))
+    });
+    let mut cmd = dir.command();
+    cmd.args(["sync", "--feed-url", &server.url("/feed.json")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("sync");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let run = finish(child.wait_with_output().expect("exits"));
+    run.assert_code(7);
+    assert!(
+        run.stderr.contains("while the feed was being fetched"),
+        "{}",
+        run.stderr
+    );
+    // It did not wait for the download: nothing was recorded.
+    let recorded = db_state(&dir.db());
+    assert!(
+        recorded.runs.iter().all(|r| r.1 == "failed") && recorded.snapshots.is_empty(),
+        "{recorded:?}"
+    );
+}
