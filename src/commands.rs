@@ -222,8 +222,11 @@ async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Erro
             "--retries must be 0 to 100 and --ready-factor 1 to 100".into(),
         ));
     }
-    // Fail at start, not at the first slot, when the database is unusable.
-    History::open(&settings.db_path, true).await?.close().await;
+    // Fail at start, not at the first slot, when the database is unusable;
+    // and serve the history's last values from the first scrape on.
+    let history = History::open(&settings.db_path, true).await?;
+    crate::run::seed_metrics(&settings, &history).await;
+    history.close().await;
     let opts = crate::daemon::DaemonOptions {
         schedule,
         listen: args.listen,

@@ -45,7 +45,68 @@ pub struct ApplyRecord {
     pub drift: PrefixSet,
 }
 
+/// What the history says about the last runs, for the metrics of a fresh
+/// process (every CronJob run is one, and so is every daemon restart).
+#[derive(Debug, Clone, Default)]
+pub struct Recovered {
+    pub last_run: Option<String>,
+    /// The last run whose feed stage succeeded and whose targets all did.
+    pub last_success: Option<String>,
+    /// Per target: (outcome, when it last had it).
+    pub last_applies: Vec<(String, String, String)>,
+    /// Per target: the IP rules after its last apply, and how many it owns.
+    pub rules: Vec<(String, usize, usize)>,
+}
+
 impl History {
+    /// The metric values a new process starts from (see [`Recovered`]).
+    pub async fn recovered(&self) -> Result<Recovered, HistoryError> {
+        let last_run: Option<String> = sqlx::query_scalar("SELECT MAX(finished_at) FROM runs")
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| self.query_err(e))?;
+        let last_success: Option<String> = sqlx::query_scalar(
+            "SELECT MAX(r.finished_at) FROM runs r WHERE r.outcome != 'failed' AND NOT EXISTS
+               (SELECT 1 FROM applies a WHERE a.run_id = r.id AND a.outcome IN ('failed', 'refused', 'drifted'))",
+        )
+        .fetch_one(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?;
+        let last_applies = sqlx::query(
+            "SELECT target, outcome, MAX(finished_at) FROM applies GROUP BY target, outcome",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+        let rules = sqlx::query(
+            "SELECT a.target, a.rules_after, (SELECT COUNT(*) FROM ownership o WHERE o.target = a.target)
+             FROM applies a WHERE a.id IN (SELECT MAX(id) FROM applies GROUP BY target)",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?
+        .iter()
+        .map(|r| {
+            let after: String = r.get(1);
+            let owned: i64 = r.get(2);
+            (
+                r.get(0),
+                after.lines().filter(|l| !l.is_empty()).count(),
+                usize::try_from(owned).unwrap_or(0),
+            )
+        })
+        .collect();
+        Ok(Recovered {
+            last_run,
+            last_success,
+            last_applies,
+            rules,
+        })
+    }
+
     fn query_err(&self, e: impl std::fmt::Display) -> HistoryError {
         HistoryError::Query {
             path: self.path().display().to_string(),

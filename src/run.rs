@@ -22,6 +22,7 @@ use crate::feed_stage::{FeedRun, run_feed};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::metrics::{metrics, now_seconds};
+use crate::plan::Guard;
 use crate::prefix::PrefixSet;
 use crate::reconcile::{Context, Outcome, Step, TargetReport, TargetRun, Work, reconcile};
 use crate::tags::TagState;
@@ -368,6 +369,117 @@ pub async fn execute(
         }
     }
     result
+}
+
+/// Starts a fresh process's metrics from the history, once per process:
+/// every CronJob run is a new process, and so is every daemon restart, and
+/// without this each would export a last success of 0 and no feed, tag or
+/// target series until its own run succeeds (alerts would fire on one
+/// failure, and a failing download could never look stale). Counters get
+/// their known label sets at 0, so `increase()` sees the first failure.
+pub async fn seed_metrics(settings: &Settings, history: &History) {
+    static SEEDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SEEDED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let m = metrics();
+    for outcome in ["changed", "unchanged", "failed"] {
+        m.runs.with_label_values(&[outcome]);
+    }
+    for t in &settings.targets {
+        let name = t.name.as_str();
+        for o in [
+            Outcome::Planned,
+            Outcome::Applied,
+            Outcome::Unchanged,
+            Outcome::Drifted,
+            Outcome::Refused,
+            Outcome::Failed,
+        ] {
+            m.target_applies.with_label_values(&[name, o.as_str()]);
+        }
+        for g in [
+            Guard::Budget,
+            Guard::EmptyRuleSet,
+            Guard::RemovalRatio,
+            Guard::Tier,
+            Guard::StalePlan,
+        ] {
+            m.guard_refusals.with_label_values(&[name, g.as_str()]);
+        }
+        m.target_drift.with_label_values(&[name]);
+        m.target_added.with_label_values(&[name]);
+        m.target_removed.with_label_values(&[name]);
+        m.target_budget
+            .with_label_values(&[name])
+            .set(t.adapter.capabilities(t).budget as i64);
+    }
+    if let Err(e) = seed_from_history(settings, history).await {
+        tracing::warn!("cannot start the metrics from the history: {e}");
+    }
+}
+
+async fn seed_from_history(settings: &Settings, history: &History) -> Result<(), Error> {
+    let m = metrics();
+    let seconds = |t: &str| {
+        time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp() as f64)
+    };
+    let r = history.recovered().await?;
+    if let Some(t) = r.last_run.as_deref().and_then(seconds) {
+        m.last_run.set(t);
+    }
+    if let Some(t) = r.last_success.as_deref().and_then(seconds) {
+        m.last_success.set(t);
+    }
+    let cloud = settings.cloud.feed_name();
+    if let Some(cn) = history
+        .last_good_run(cloud)
+        .await?
+        .and_then(|l| l.change_number)
+    {
+        m.feed_change_number.set(cn as i64);
+        if let Some(t) = history
+            .first_seen(cloud, cn)
+            .await?
+            .as_deref()
+            .and_then(seconds)
+        {
+            m.set_feed_first_seen(t);
+        }
+    }
+    if let Some(run) = history.latest_snapshot_run().await? {
+        for t in history.run_snapshots(run).await? {
+            let name = t.name.as_str();
+            m.tag_prefixes
+                .with_label_values(&[name, "ipv4"])
+                .set(t.prefixes.v4().len() as i64);
+            m.tag_prefixes
+                .with_label_values(&[name, "ipv6"])
+                .set(t.prefixes.v6().len() as i64);
+            m.tag_change_number
+                .with_label_values(&[name])
+                .set(t.change_number as i64);
+        }
+    }
+    let configured = |name: &str| settings.targets.iter().any(|t| t.name == name);
+    for (target, outcome, at) in r.last_applies.iter().filter(|a| configured(&a.0)) {
+        if let Some(t) = seconds(at) {
+            m.target_last_apply
+                .with_label_values(&[target.as_str(), outcome.as_str()])
+                .set(t);
+        }
+    }
+    for (target, after, owned) in r.rules.iter().filter(|r| configured(&r.0)) {
+        m.target_rules
+            .with_label_values(&[target.as_str(), "owned"])
+            .set(*owned as i64);
+        m.target_rules
+            .with_label_values(&[target.as_str(), "foreign"])
+            .set(after.saturating_sub(*owned) as i64);
+    }
+    Ok(())
 }
 
 /// Pushes the process's metrics to a Prometheus Pushgateway (text format,

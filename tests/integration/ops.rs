@@ -284,3 +284,58 @@ fn a_guard_refusal_is_not_retried_by_the_daemon() {
         run.stderr
     );
 }
+
+#[test]
+fn a_fresh_process_exports_what_the_history_knows() {
+    let w = crate::world::world("Standard", "");
+    w.sync(&[crate::world::P1], 10, &[]).assert_code(0);
+    // A new daemon that has not run yet (its next slot is months away).
+    let port = free_port();
+    let identity = w.arm.identity_env();
+    let mut env: Vec<(&str, &str)> = identity
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    env.push(("TAGSYNC_CONFIG", w.cfg.as_str()));
+    let child = daemon(&w.dir, port, &[], &env);
+    let body = wait_for_metrics(port, |m| m.contains("tagsync_feed_change_number"));
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("{name} in\n{body}"))
+    };
+    assert!(
+        value("tagsync_last_success_timestamp_seconds ") > 1.0e9,
+        "{body}"
+    );
+    assert!(
+        value("tagsync_last_run_timestamp_seconds ") > 1.0e9,
+        "{body}"
+    );
+    assert_eq!(value("tagsync_feed_change_number "), 10.0);
+    assert!(value("tagsync_feed_age_seconds ") < 600.0, "{body}");
+    assert_eq!(
+        value("tagsync_tag_prefixes{family=\"ipv4\",tag=\"AzureDigitalTwins\"} "),
+        1.0
+    );
+    assert_eq!(
+        value("tagsync_target_rules{ownership=\"owned\",target=\"adt-events\"} "),
+        1.0
+    );
+    assert_eq!(
+        value("tagsync_target_rules{ownership=\"foreign\",target=\"adt-events\"} "),
+        1.0
+    );
+    assert!(
+        value(
+            "tagsync_target_last_apply_timestamp_seconds{outcome=\"applied\",target=\"adt-events\"} "
+        ) > 1.0e9
+    );
+    // Counters start at 0 for every known label set.
+    assert_eq!(value("tagsync_runs_total{outcome=\"failed\"} "), 0.0);
+    assert_eq!(
+        value("tagsync_target_applies_total{outcome=\"failed\",target=\"adt-queue\"} "),
+        0.0
+    );
+    stop(child).assert_code(0);
+}
