@@ -211,3 +211,51 @@ fn an_open_vault_gets_its_rules_with_allow_and_a_warning() {
     check.assert_code(0);
     assert_eq!(check.json()[0]["kind"], "key-vault");
 }
+
+#[test]
+fn the_global_tag_does_not_fit_an_event_grid_topic_and_summarizing_fits_it() {
+    let real = crate::util::fixture_bytes("ServiceTags_Public_20251106.json.gz");
+    for (overflow, code, outcome) in [("fail", 6, "refused"), ("summarize", 0, "applied")] {
+        let extra = format!(
+            "[[targets]]\nname = \"eg-topic\"\nresource_id = \"{}\"\noverflow = \"{overflow}\"\n",
+            event_grid_id("topics", "adt-topic")
+        );
+        let w = world("Standard", &extra);
+        w.arm
+            .add_event_grid("topics", "adt-topic", "Enabled", json!([]));
+        let f = w.dir.write("real.json", &real);
+        let run = w.run(&[
+            "sync",
+            "--target",
+            "eg-topic",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+        ]);
+        run.assert_code(code);
+        let t = w.target(&run.json(), "eg-topic").clone();
+        assert_eq!(t["outcome"], outcome, "{overflow}: {t}");
+        let written = rules(
+            &w,
+            &event_grid_id("topics", "adt-topic"),
+            "inboundIpRules",
+            "ipMask",
+        );
+        if overflow == "fail" {
+            assert_eq!(t["guard"], "budget");
+            assert!(
+                t["error"]
+                    .as_str()
+                    .expect("error")
+                    .contains("needs 289 rules but the target holds 128"),
+                "{t}"
+            );
+            assert!(written.is_empty(), "nothing written");
+        } else {
+            assert!(
+                written.len() <= 128 && !written.is_empty(),
+                "{}",
+                written.len()
+            );
+        }
+    }
+}
