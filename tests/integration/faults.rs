@@ -11,6 +11,19 @@ use crate::fake_http::{FakeServer, Response};
 use crate::util::*;
 use crate::world::*;
 
+/// Waits (10 s at most) until the fake Resource Manager has seen `n`
+/// requests: the run is past its feed stage and working on targets.
+fn wait_for_arm_requests(w: &World, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while w.arm.state.lock().expect("lock").requests.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no Resource Manager request came"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn owned(w: &World, target: &str) -> Vec<String> {
     let sql = format!("SELECT prefix FROM ownership WHERE target = '{target}' ORDER BY prefix");
     with_db(&w.dir.db(), async |pool| {
@@ -378,7 +391,7 @@ fn sigterm_during_sync_sends_no_new_writes_and_records_what_was_done() {
     .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("sync");
     // One target takes about 5 answers of 150 ms: stop during the first.
-    std::thread::sleep(Duration::from_millis(400));
+    wait_for_arm_requests(&w, 2);
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -483,7 +496,8 @@ fn a_second_sigterm_exits_at_once_and_the_next_run_settles_everything() {
     .stdout(std::process::Stdio::piped())
     .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().expect("sync");
-    std::thread::sleep(Duration::from_millis(400));
+    // The targets' work has begun (the feed stage is over).
+    wait_for_arm_requests(&w, 1);
     for _ in 0..2 {
         let status = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
