@@ -36,7 +36,8 @@
 //!   `config::Settings`.
 //! - `cli`, [`commands`], `render`: arguments, command execution, and
 //!   the human and JSON output of each command.
-//! - `error`: the top-level error and the documented exit codes.
+//! - `error`: the top-level error and the documented exit codes; `suggest`:
+//!   "did you mean" for mistyped names.
 
 pub(crate) mod azure;
 pub(crate) mod cli;
@@ -57,5 +58,6 @@ pub mod prefix;
 pub(crate) mod reconcile;
 pub(crate) mod render;
 pub(crate) mod run;
+pub(crate) mod suggest;
 pub(crate) mod tags;
 pub(crate) mod targets;

@@ -831,7 +831,7 @@ mod tests {
     }
 
     fn target() -> TargetSpec {
-        let toml = "[[targets]]\nname = \"eh\"\nresource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns\"\n";
+        let toml = "[[targets]]\nname = \"eh\"\nresource_id = \"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns\"\n";
         let settings = crate::config::ConfigFile::parse(toml, "test")
             .and_then(|c| c.validate())
             .expect("valid");

@@ -675,6 +675,9 @@ pub struct ConfigReport {
     pub auth: String,
     /// What `auto` resolves to here, and why (the configured method otherwise).
     pub auth_resolved: String,
+    /// What this environment lacks for the chosen credential (the pod may
+    /// still provide it).
+    pub warnings: Vec<String>,
     pub resource_manager: String,
     pub targets: Vec<ConfiguredTarget>,
 }
@@ -716,6 +719,7 @@ impl ConfigReport {
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
             auth: s.azure.auth.method.as_str().to_owned(),
+            warnings: credential_warnings(s),
             auth_resolved: {
                 let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
                 let (m, why) = crate::azure::auth::choose(
@@ -741,6 +745,32 @@ impl ConfigReport {
                 .collect(),
         }
     }
+}
+
+/// What the chosen credential needs and this environment does not have.
+fn credential_warnings(s: &Settings) -> Vec<String> {
+    let auth = &s.azure.auth;
+    if auth.method != crate::azure::auth::AuthMethod::ClientSecret {
+        return Vec::new();
+    }
+    let env = |var: &str| std::env::var(var).is_ok_and(|v| !v.is_empty());
+    let mut missing = Vec::new();
+    if auth.tenant_id.is_none() && !env("AZURE_TENANT_ID") {
+        missing.push("a tenant ([azure] tenant_id or AZURE_TENANT_ID)");
+    }
+    if auth.client_id.is_none() && !env("AZURE_CLIENT_ID") {
+        missing.push("a client id ([azure] client_id or AZURE_CLIENT_ID)");
+    }
+    if auth.client_secret_file.is_none() && !env("AZURE_CLIENT_SECRET") {
+        missing.push("a secret ([azure] client_secret_file or AZURE_CLIENT_SECRET)");
+    }
+    if missing.is_empty() {
+        return Vec::new();
+    }
+    vec![format!(
+        "auth = \"client-secret\" needs {}, and this environment has none",
+        missing.join(", ")
+    )]
 }
 
 pub fn config_human(r: &ConfigReport) -> String {
@@ -791,6 +821,9 @@ pub fn config_human(r: &ConfigReport) -> String {
             t.tags.join(", ")
         );
         let _ = writeln!(out, "           {}", t.resource_id);
+    }
+    for w in &r.warnings {
+        let _ = writeln!(out, "warning:   {w}");
     }
     out
 }

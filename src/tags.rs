@@ -144,11 +144,18 @@ impl TagSelection {
                 tag,
                 region,
                 available,
-            } => FeedError::NoRegionalSubtag {
-                tag,
-                region,
-                available,
-            },
+            } => {
+                let compact = normalize_region(&region);
+                let suggestion = crate::suggest::closest(&compact, available.split(", "))
+                    .map(|r| format!("; did you mean `{r}`?"))
+                    .unwrap_or_default();
+                FeedError::NoRegionalSubtag {
+                    tag,
+                    region,
+                    available,
+                    suggestion,
+                }
+            }
         })?;
         Ok(selected.consulted.into_iter().cloned().collect())
     }

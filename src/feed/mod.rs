@@ -89,12 +89,13 @@ pub enum FeedError {
         suggestion: String,
     },
     #[error(
-        "service tag `{tag}` has no regional sub-tag for region `{region}`; regions with a sub-tag: {available}"
+        "service tag `{tag}` has no regional sub-tag for region `{region}`{suggestion}; regions with a sub-tag: {available}"
     )]
     NoRegionalSubtag {
         tag: String,
         region: String,
         available: String,
+        suggestion: String,
     },
     #[error("service tag `{tag}` has malformed properties: {detail}")]
     BadTag { tag: String, detail: String },
@@ -273,11 +274,7 @@ impl ScannedFeed {
     }
 
     pub fn missing(&self, name: &str) -> FeedError {
-        let lower = name.to_ascii_lowercase();
-        let suggestion = self
-            .tag_names
-            .iter()
-            .find(|n| n.to_ascii_lowercase() == lower)
+        let suggestion = crate::suggest::closest(name, self.tag_names.iter().map(String::as_str))
             .map(|n| format!("; did you mean `{n}`?"))
             .unwrap_or_default();
         FeedError::MissingTag {

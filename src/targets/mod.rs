@@ -40,7 +40,25 @@ pub struct ResourceId {
 impl ResourceId {
     pub fn parse(id: &str) -> Result<Self, String> {
         let trimmed = id.trim().trim_end_matches('/');
+        if trimmed.contains('<') || trimmed.contains('>') {
+            return Err(format!(
+                "`{id}` still holds a placeholder (`<...>`); put the resource's real id there (the portal's JSON view or `az resource show --query id`)"
+            ));
+        }
         let parts: Vec<&str> = trimmed.split('/').collect();
+        if parts.len() > 9
+            && parts.len() % 2 == 1
+            && parts
+                .get(5)
+                .is_some_and(|p| p.eq_ignore_ascii_case("providers"))
+        {
+            // A child resource: an event hub, a queue, a topic of a namespace.
+            let parent = parts[..9].join("/");
+            return Err(format!(
+                "`{id}` is a {} inside a resource; tagsync manages the firewall of the resource itself: use `{parent}`",
+                parts[9]
+            ));
+        }
         let ok = parts.len() == 9
             && parts[0].is_empty()
             && parts[1].eq_ignore_ascii_case("subscriptions")
@@ -50,6 +68,17 @@ impl ResourceId {
         if !ok {
             return Err(format!(
                 "`{id}` is not a resource id of the form /subscriptions/<sub>/resourceGroups/<rg>/providers/<Namespace>/<type>/<name>"
+            ));
+        }
+        let guid = |s: &str| {
+            let groups: Vec<&str> = s.split('-').collect();
+            groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+                && s.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        };
+        if !guid(parts[2]) {
+            return Err(format!(
+                "`{id}`: the subscription `{}` is not a subscription id (a GUID like 00000000-0000-0000-0000-000000000000)",
+                parts[2]
             ));
         }
         Ok(Self {
@@ -412,28 +441,31 @@ mod tests {
     #[test]
     fn resource_ids_parse_and_infer_the_kind() {
         let id = ResourceId::parse(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/",
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/",
         )
         .expect("valid");
         assert_eq!(id.name, "ns");
         assert_eq!(adapter_of(&id).map(|a| a.name()), Ok("event-hubs"));
         let sa = ResourceId::parse(
-            "/subscriptions/s/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa",
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourcegroups/rg/providers/microsoft.storage/storageAccounts/sa",
         )
         .expect("valid");
         assert_eq!(adapter_of(&sa).map(|a| a.name()), Ok("storage"));
         let kv = ResourceId::parse(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v",
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/v",
         )
         .expect("valid");
         assert_eq!(adapter_of(&kv).map(|a| a.name()), Ok("key-vault"));
         let sql = ResourceId::parse(
-            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db",
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Sql/servers/db",
         )
         .expect("valid");
         let err = adapter_of(&sql).map(|a| a.name()).unwrap_err();
         assert!(err.contains("Microsoft.Sql/servers"), "{err}");
-        assert!(ResourceId::parse("/subscriptions/s/providers/x").is_err());
+        assert!(
+            ResourceId::parse("/subscriptions/00000000-0000-0000-0000-000000000000/providers/x")
+                .is_err()
+        );
         assert!(ResourceId::parse("ns").is_err());
     }
 

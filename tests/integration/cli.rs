@@ -70,6 +70,31 @@ fn feed_show_prints_counts_and_prefixes() {
         "{}",
         missing.stderr
     );
+    // Typos too, not only case: a tag and a region.
+    let typo = dir.run(&[
+        "feed",
+        "show",
+        "--feed-file",
+        feed,
+        "--tag",
+        "AzureDigitalTwin",
+    ]);
+    typo.assert_code(3);
+    assert!(
+        typo.stderr.contains("did you mean `AzureDigitalTwins`?"),
+        "{}",
+        typo.stderr
+    );
+    let region = dir.run_with(
+        &["sync", "--feed-file", feed],
+        &[("TAGSYNC_TAGS_REGIONS", "westeurop")],
+    );
+    region.assert_code(3);
+    assert!(
+        region.stderr.contains("did you mean `westeurope`?"),
+        "{}",
+        region.stderr
+    );
 }
 
 #[test]
@@ -273,4 +298,41 @@ fn a_gzip_feed_file_is_read_as_its_json_and_a_gzip_bomb_stops_at_the_cap() {
     ]);
     run.assert_code(3);
     assert!(run.stderr.contains("max_bytes"), "{}", run.stderr);
+}
+
+#[test]
+fn config_check_flags_a_client_secret_credential_without_its_parts() {
+    let dir = TestDir::new();
+    let cfg = dir.write("cs.toml", "[azure]\nauth = \"client-secret\"\n");
+    let run = dir.run(&[
+        "--config",
+        cfg.to_str().expect("utf-8"),
+        "--output",
+        "json",
+        "config",
+        "check",
+    ]);
+    run.assert_code(0);
+    let warnings = run.json()["warnings"].to_string();
+    assert!(
+        warnings.contains("AZURE_TENANT_ID") && warnings.contains("AZURE_CLIENT_SECRET"),
+        "{warnings}"
+    );
+    let ok = dir.run_with(
+        &[
+            "--config",
+            cfg.to_str().expect("utf-8"),
+            "--output",
+            "json",
+            "config",
+            "check",
+        ],
+        &[
+            ("AZURE_TENANT_ID", "t"),
+            ("AZURE_CLIENT_ID", "c"),
+            ("AZURE_CLIENT_SECRET", "s3cret-value"),
+        ],
+    );
+    assert_eq!(ok.json()["warnings"], serde_json::json!([]));
+    assert!(!ok.stdout.contains("s3cret-value"));
 }

@@ -425,10 +425,22 @@ fn bad_targets_are_config_errors_naming_them() {
     let dir = TestDir::new();
     let cases = [
         (
-            "resource_id = \"/subscriptions/s/resourceGroups/rg/providers/Microsoft.Sql/servers/db\"",
+            "resource_id = \"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Sql/servers/db\"",
             "Microsoft.Sql/servers",
         ),
         ("resource_id = \"adt-eh\"", "is not a resource id"),
+        (
+            "resource_id = \"/subscriptions/<sub>/resourceGroups/<rg>/providers/Microsoft.EventHub/namespaces/<ns>\"",
+            "placeholder",
+        ),
+        (
+            "resource_id = \"/subscriptions/my-sub/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns\"",
+            "is not a subscription id",
+        ),
+        (
+            "resource_id = \"/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns/eventhubs/adt\"",
+            "use `/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.EventHub/namespaces/ns`",
+        ),
     ];
     for (line, expect) in cases {
         let cfg = dir.write("bad.toml", format!("[[targets]]\nname = \"t1\"\n{line}\n"));
