@@ -262,6 +262,10 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
         std::fs::write(path, text + "\n").map_err(|e| {
             Error::Usage(format!("cannot write the plan to {}: {e}", path.display()))
         })?;
+        eprintln!(
+            "saved the plan to {0}; apply it with `tagsync apply {0}`",
+            path.display()
+        );
     }
     emit(cli.output, &doc, |d| {
         if d.targets.is_empty() {

@@ -162,6 +162,29 @@ pub fn sync_human(r: &SyncReport) -> String {
 pub fn targets_human(reports: &[TargetReport]) -> String {
     let mut out = String::new();
     for r in reports {
+        if r.outcome == crate::reconcile::Outcome::Refused {
+            // The reason first, and counts instead of every rule.
+            let _ = writeln!(out, "target {} ({}): refused", r.name, r.kind);
+            let _ = writeln!(out, "  {}", r.resource_id);
+            if let (Some(g), Some(e)) = (&r.guard, &r.error) {
+                let _ = writeln!(out, "  refused ({}): {e}", g.as_str());
+            }
+            if let Some(p) = &r.plan {
+                let _ = writeln!(
+                    out,
+                    "  would have been: +{} -{} rules ({} -> {} of {}); nothing was written",
+                    p.add.len(),
+                    p.remove.len(),
+                    p.capacity.used_before,
+                    p.capacity.used_after,
+                    p.capacity.budget
+                );
+            }
+            for w in &r.warnings {
+                let _ = writeln!(out, "  warning: {w}");
+            }
+            continue;
+        }
         let _ = writeln!(
             out,
             "target {} ({}): {}",
@@ -223,7 +246,62 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
             let _ = writeln!(out, "  warning: {w}");
         }
     }
+    if !reports.is_empty() {
+        out.push_str(&targets_summary(reports));
+    }
     out
+}
+
+/// One closing line, like `terraform plan`'s: how many targets change, by
+/// how many rules, and how many were refused or failed.
+pub fn targets_summary(reports: &[TargetReport]) -> String {
+    use crate::reconcile::Outcome;
+    let count = |o: Outcome| reports.iter().filter(|r| r.outcome == o).count();
+    let changing: Vec<&TargetReport> = reports
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                Outcome::Planned | Outcome::Applied | Outcome::Drifted
+            ) && r.plan.as_ref().is_some_and(|p| p.has_changes())
+        })
+        .collect();
+    let added: usize = changing
+        .iter()
+        .filter_map(|r| r.plan.as_ref())
+        .map(|p| p.add.len())
+        .sum();
+    let removed: usize = changing
+        .iter()
+        .filter_map(|r| r.plan.as_ref())
+        .map(|p| p.remove.len())
+        .sum();
+    let verb = if reports.iter().any(|r| r.outcome == Outcome::Planned) {
+        "to change"
+    } else {
+        "changed"
+    };
+    let unchanged = reports
+        .iter()
+        .filter(|r| match r.outcome {
+            Outcome::Unchanged => true,
+            Outcome::Planned | Outcome::Applied => {
+                !r.plan.as_ref().is_some_and(|p| p.has_changes())
+            }
+            _ => false,
+        })
+        .count();
+    let drifted = match count(Outcome::Drifted) {
+        0 => String::new(),
+        n => format!(", {n} drifted"),
+    };
+    format!(
+        "{} targets: {} {verb} (+{added} -{removed} rules), {unchanged} unchanged, {} refused, {} failed{drifted}\n",
+        reports.len(),
+        changing.len(),
+        count(Outcome::Refused),
+        count(Outcome::Failed),
+    )
 }
 
 /// `tagsync targets check`, per target.

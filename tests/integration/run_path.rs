@@ -246,3 +246,49 @@ fn targets_check_shows_the_warnings_plan_shows() {
         "plan {planned:?}\ncheck {checked:?}"
     );
 }
+
+#[test]
+fn human_plans_close_with_a_summary_and_refusals_lead_with_their_reason() {
+    let w = world("Basic", "");
+    let f = w.dir.write("feed.json", feed(&[P1, P2], 10));
+    let identity = w.arm.identity_env();
+    let env: Vec<(&str, &str)> = identity
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let run = w.dir.run_with(
+        &[
+            "--config",
+            &w.cfg,
+            "plan",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+            "--out",
+            "p.json",
+        ],
+        &env,
+    );
+    run.assert_code(6);
+    let last = run.stdout.lines().last().expect("output");
+    assert_eq!(
+        last, "3 targets: 2 to change (+4 -0 rules), 0 unchanged, 1 refused, 0 failed",
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("target adt-events (event-hubs): refused\n"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("refused (tier): Event Hubs Basic"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stderr.contains("saved the plan to p.json"),
+        "{}",
+        run.stderr
+    );
+}
