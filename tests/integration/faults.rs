@@ -374,29 +374,10 @@ fn sigterm_during_sync_sends_no_new_writes_and_records_what_was_done() {
         .replace("[azure]\n", "[azure]\nconcurrency = 1\n");
     std::fs::write(&w.cfg, cfg).expect("cfg");
     w.arm.state.lock().expect("lock").delay = Some(Duration::from_millis(150));
-    let f = w.dir.write("feed.json", feed(&[P1], 10));
-    let identity = w.arm.identity_env();
-    let mut cmd = w.dir.command();
-    cmd.args([
-        "--config",
-        &w.cfg,
-        "--output",
-        "json",
-        "sync",
-        "--feed-file",
-        f.to_str().expect("utf-8"),
-    ])
-    .envs(identity.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("sync");
+    let child = w.spawn_sync(&[P1], 10, &[]);
     // One target takes about 5 answers of 150 ms: stop during the first.
     wait_for_arm_requests(&w, 2);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    World::terminate(&child);
     let run = finish(child.wait_with_output().expect("exits"));
     run.assert_code(7);
     let report = run.json();
@@ -480,30 +461,11 @@ fn an_empty_rule_set_is_allowed_only_where_public_access_is_disabled() {
 fn a_second_sigterm_exits_at_once_and_the_next_run_settles_everything() {
     let w = world("Standard", "");
     w.arm.state.lock().expect("lock").delay = Some(Duration::from_millis(300));
-    let f = w.dir.write("feed.json", feed(&[P1], 10));
-    let identity = w.arm.identity_env();
-    let mut cmd = w.dir.command();
-    cmd.args([
-        "--config",
-        &w.cfg,
-        "--output",
-        "json",
-        "sync",
-        "--feed-file",
-        f.to_str().expect("utf-8"),
-    ])
-    .envs(identity.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
-    let child = cmd.spawn().expect("sync");
+    let child = w.spawn_sync(&[P1], 10, &[]);
     // The targets' work has begun (the feed stage is over).
     wait_for_arm_requests(&w, 1);
     for _ in 0..2 {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        World::terminate(&child);
         std::thread::sleep(Duration::from_millis(100));
     }
     let run = finish(child.wait_with_output().expect("exits"));

@@ -111,6 +111,42 @@ impl World {
         self.dir.run_with(&all, &env)
     }
 
+    /// Starts `tagsync sync --feed-file <feed.json>` with the world's
+    /// configuration, JSON output and identity, without waiting for it.
+    pub fn spawn_sync(
+        &self,
+        prefixes: &[&str],
+        change: u64,
+        extra: &[&str],
+    ) -> std::process::Child {
+        let f = self.dir.write("feed.json", feed(prefixes, change));
+        let identity = self.arm.identity_env();
+        let mut cmd = self.dir.command();
+        cmd.args([
+            "--config",
+            &self.cfg,
+            "--output",
+            "json",
+            "sync",
+            "--feed-file",
+        ])
+        .arg(&f)
+        .args(extra)
+        .envs(identity.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        cmd.spawn().expect("spawn tagsync sync")
+    }
+
+    /// Sends SIGTERM to a running tagsync.
+    pub fn terminate(child: &std::process::Child) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
     pub fn sync(&self, prefixes: &[&str], change: u64, extra: &[&str]) -> Run {
         let f = self.dir.write("feed.json", feed(prefixes, change));
         let mut args = vec!["sync", "--feed-file", f.to_str().expect("utf-8")];
