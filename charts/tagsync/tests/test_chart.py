@@ -200,6 +200,14 @@ def test_a_values_file_keeps_every_type():
 
 
 def test_bad_values_fail_at_install():
+    # Unknown keys are typos that would otherwise silently do nothing.
+    for args in (["--set", "mod=daemon"], ["--set", "config.feed.sorce=url"],
+                 ["--set", "targets[0].name=t,targets[0].resource_id=/subscriptions/s/resourceGroups/r/providers/Microsoft.EventHub/namespaces/n,targets[0].include_unassinged=true"],
+                 ["--set", "monitoring.pushgateway.ulr=http://x"],
+                 ["--set", "config.feed.retries=99"]):
+        out = subprocess.run([HELM, "template", "t", CHART, "-f", os.path.join(CHART, "ci", "workload-identity-values.yaml")] + args,
+                             capture_output=True, text=True)
+        assert out.returncode != 0, f"{args} was accepted"
     for args in (["--set", "mode=sometimes"], ["--set", "schedule=every monday"],
                  ["--set", "config.azure.client_secret=hunter2"],
                  ["--set", "identity.type=client-secret"]):
