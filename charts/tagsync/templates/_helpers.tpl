@@ -1,13 +1,31 @@
 {{- define "tagsync.name" -}}
-{{- .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
 {{- define "tagsync.fullname" -}}
-{{- if contains .Chart.Name .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* An identity is needed only once there are targets: with none, tagsync
+records the feed history and never calls Azure. */}}
+{{- define "tagsync.needsIdentity" -}}
+{{- if .Values.targets -}}true{{- end -}}
+{{- end -}}
+
+{{/* Workload identity is wired (service account annotation, pod label) when
+it is the identity type and there is a client id, or targets need one (then
+the missing client id is an error). */}}
+{{- define "tagsync.workloadIdentity" -}}
+{{- if and (eq .Values.identity.type "workload-identity") (or .Values.identity.clientId (include "tagsync.needsIdentity" .)) -}}true{{- end -}}
 {{- end -}}
 
 {{- define "tagsync.labels" -}}
@@ -134,6 +152,13 @@ containers:
       - name: AZURE_CLIENT_ID
         value: {{ .Values.identity.clientId | quote }}
       {{- end }}
+      {{- with .Values.extraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with .Values.extraEnvFrom }}
+    envFrom:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     {{- if eq .Values.mode "daemon" }}
     ports:
       - name: metrics
@@ -204,7 +229,7 @@ affinity:
 
 {{- define "tagsync.podLabels" -}}
 {{ include "tagsync.selectorLabels" . }}
-{{- if eq .Values.identity.type "workload-identity" }}
+{{- if include "tagsync.workloadIdentity" . }}
 azure.workload.identity/use: "true"
 {{- end }}
 {{- with .Values.podLabels }}

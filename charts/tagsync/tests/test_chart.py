@@ -214,9 +214,31 @@ def test_bad_values_fail_at_install():
         out = subprocess.run([HELM, "template", "t", CHART, "-f", os.path.join(CHART, "ci", "workload-identity-values.yaml")] + args,
                              capture_output=True, text=True)
         assert out.returncode != 0, f"{args} was accepted"
-    # Workload identity without a client id says what is missing.
-    out = subprocess.run([HELM, "template", "t", CHART], capture_output=True, text=True)
-    assert out.returncode != 0 and "identity.clientId" in out.stderr
+    # Workload identity without a client id says what is missing, once there
+    # are targets; with none the chart installs for the feed history alone.
+    target = ["--set", "targets[0].name=t,targets[0].resource_id=/subscriptions/s/resourceGroups/r/providers/Microsoft.EventHub/namespaces/n"]
+    out = subprocess.run([HELM, "template", "t", CHART] + target, capture_output=True, text=True)
+    assert out.returncode != 0 and "identity.clientId" in out.stderr, out.stderr
+    docs = render()
+    toml, report = config_check(docs)
+    assert report["targets"] == [], report
+    labels = pod_spec(docs)["metadata"]["labels"]
+    assert "azure.workload.identity/use" not in labels, labels
+
+
+def test_conventions_operators_expect():
+    docs = render("workload-identity-values.yaml", ["--set", "fullnameOverride=adt-sync",
+                  "--set", "extraEnv[0].name=HTTPS_PROXY,extraEnv[0].value=http://proxy:3128",
+                  "--set", "extraEnvFrom[0].secretRef.name=proxy-env"])
+    cron = one(docs, "CronJob", "adt-sync")
+    job = cron["spec"]["jobTemplate"]["spec"]
+    rule = job["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2], rule
+    c = pod_spec(docs)["spec"]["containers"][0]
+    assert {"name": "HTTPS_PROXY", "value": "http://proxy:3128"} in c["env"], c["env"]
+    assert c["envFrom"] == [{"secretRef": {"name": "proxy-env"}}], c
+    chart = yaml.safe_load(open(os.path.join(CHART, "Chart.yaml")))
+    assert chart["kubeVersion"].startswith(">=1.27"), chart
 
 
 def test_alert_rules_with_promtool():
