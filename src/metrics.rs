@@ -136,7 +136,7 @@ impl Metrics {
         );
         let m = Self {
             runs: r.counter_vec("tagsync_runs_total",
-                "Runs by outcome (changed, unchanged, failed).",
+                "Runs by outcome: changed, unchanged, failed (the feed stage), targets-failed, targets-refused.",
                 &["outcome"],
             ),
             run_duration,

@@ -356,8 +356,11 @@ pub async fn execute(
         m.last_run.set(now_seconds());
         match &result {
             Ok(report) => {
-                let outcome = match &report.feed {
-                    Some(f) if f.recorded.changed => "changed",
+                // A run whose targets did not all succeed says so.
+                let outcome = match (report.exit_code(), &report.feed) {
+                    (exit::TARGET_FAILED, _) => "targets-failed",
+                    (exit::GUARD_REFUSED, _) => "targets-refused",
+                    (_, Some(f)) if f.recorded.changed => "changed",
                     _ => "unchanged",
                 };
                 m.runs.with_label_values(&[outcome]).inc();
@@ -383,7 +386,13 @@ pub async fn seed_metrics(settings: &Settings, history: &History) {
         return;
     }
     let m = metrics();
-    for outcome in ["changed", "unchanged", "failed"] {
+    for outcome in [
+        "changed",
+        "unchanged",
+        "failed",
+        "targets-failed",
+        "targets-refused",
+    ] {
         m.runs.with_label_values(&[outcome]);
     }
     for t in &settings.targets {

@@ -269,8 +269,9 @@ fn a_guard_refusal_is_not_retried_by_the_daemon() {
         ],
         &env,
     );
+    // The run is counted as one whose targets were refused.
     wait_for_metrics(port, |m| {
-        m.contains("tagsync_runs_total{outcome=\"changed\"} 1")
+        m.contains("tagsync_runs_total{outcome=\"targets-refused\"} 1")
     });
     // Retries would start 50 ms after the run and be over within 350 ms.
     std::thread::sleep(Duration::from_millis(1000));
@@ -333,6 +334,10 @@ fn a_fresh_process_exports_what_the_history_knows() {
     );
     // Counters start at 0 for every known label set.
     assert_eq!(value("tagsync_runs_total{outcome=\"failed\"} "), 0.0);
+    assert_eq!(
+        value("tagsync_runs_total{outcome=\"targets-failed\"} "),
+        0.0
+    );
     assert_eq!(
         value("tagsync_target_applies_total{outcome=\"failed\",target=\"adt-queue\"} "),
         0.0
