@@ -240,14 +240,26 @@ async fn fetch_and_select(
             }
         }
     }
-    let mut tags = Vec::new();
+    // The scanner kept only the tags some selection wants: parse each once,
+    // then resolve every selection (the global one and each target's, often
+    // the same) over them, and record each tag once.
+    let parsed: Vec<ServiceTag> = loaded
+        .feed
+        .kept
+        .iter()
+        .map(|(name, _)| loaded.feed.tag(name))
+        .collect::<Result<_, _>>()?;
+    let mut used = std::collections::BTreeSet::new();
     for selection in &selections {
-        for tag in selection.resolve(&loaded.feed)? {
-            if !tags.iter().any(|t: &ServiceTag| t.name == tag.name) {
-                tags.push(tag);
-            }
+        for tag in selection.resolve_parsed(&loaded.feed, &parsed)? {
+            used.insert(tag.name.as_str());
         }
     }
+    let mut tags: Vec<ServiceTag> = parsed
+        .iter()
+        .filter(|t| used.contains(t.name.as_str()))
+        .cloned()
+        .collect();
     tags.sort_by(|a, b| a.name.cmp(&b.name));
     let mut warnings = Vec::new();
     for tag in &tags {

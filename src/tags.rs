@@ -129,16 +129,30 @@ impl TagSelection {
     /// fully parsed, sorted by name. Every named tag must exist in the feed
     /// (a missing one is reported with the feed's closest names).
     pub fn resolve(&self, feed: &ScannedFeed) -> Result<Vec<ServiceTag>, FeedError> {
-        if let Some(base) = self.tags.iter().find(|b| !feed.has_tag(b)) {
-            return Err(feed.missing(base));
-        }
         let parsed: Vec<ServiceTag> = feed
             .kept
             .iter()
             .filter(|(name, _)| self.wants(name))
             .map(|(name, _)| feed.tag(name))
             .collect::<Result<_, _>>()?;
-        let selected = self.select(&parsed).map_err(|e| match e {
+        Ok(self
+            .resolve_parsed(feed, &parsed)?
+            .into_iter()
+            .cloned()
+            .collect())
+    }
+
+    /// [`TagSelection::resolve`] over tags already parsed from `feed` (the
+    /// feed stage parses each kept tag once for all its selections).
+    pub fn resolve_parsed<'a>(
+        &self,
+        feed: &ScannedFeed,
+        parsed: &'a [ServiceTag],
+    ) -> Result<Vec<&'a ServiceTag>, FeedError> {
+        if let Some(base) = self.tags.iter().find(|b| !feed.has_tag(b)) {
+            return Err(feed.missing(base));
+        }
+        let selected = self.select(parsed).map_err(|e| match e {
             SelectError::MissingTag(base) => feed.missing(&base),
             SelectError::NoRegionalSubtag {
                 tag,
@@ -157,7 +171,7 @@ impl TagSelection {
                 }
             }
         })?;
-        Ok(selected.consulted.into_iter().cloned().collect())
+        Ok(selected.consulted)
     }
 }
 
