@@ -20,13 +20,12 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Settings;
 use crate::error::{Error, exit};
-use crate::metrics::{CONTENT_TYPE, metrics};
+use crate::metrics::metrics;
 use crate::reconcile::Outcome;
 use crate::run::{Mode, RunOptions, execute};
 
@@ -115,7 +114,11 @@ struct Health {
     stale_after: i64,
 }
 
-impl Health {
+impl crate::status_server::Status for Health {
+    fn metrics(&self) -> String {
+        metrics().render()
+    }
+
     fn ready(&self) -> Result<(), String> {
         if !self.database_ok.load(Ordering::SeqCst) {
             return Err("the history database could not be opened by the last run".into());
@@ -146,7 +149,11 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
             * i64::from(opts.ready_factor.max(1)),
     });
     let (stop_tx, mut stop) = watch::channel(false);
-    tokio::spawn(serve(listener, health.clone(), stop_tx.subscribe()));
+    let server = tokio::spawn(crate::status_server::serve(
+        listener,
+        health.clone(),
+        stop_tx.subscribe(),
+    ));
     tokio::spawn(async move {
         crate::run::wait_for_signal().await;
         tracing::info!("stopping: the current run, if any, finishes first");
@@ -180,6 +187,9 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
             break;
         }
     }
+    // The loop only ends on a stop signal, which the server saw too: it
+    // stops accepting and finishes the requests being answered.
+    let _ = server.await;
     tracing::info!("daemon stopped");
     Ok(exit::OK)
 }
@@ -276,71 +286,6 @@ fn jitter(max: Duration) -> Duration {
         return Duration::ZERO;
     }
     Duration::from_millis(crate::http::random_u64() % (max.as_millis() as u64 + 1))
-}
-
-/// A minimal HTTP/1.1 server: GET only, one response per connection.
-async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = stop.changed() => return,
-        };
-        let Ok((mut conn, _)) = accepted else {
-            continue;
-        };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 8192];
-            let mut n = 0;
-            while n < buf.len() {
-                match tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf[n..])).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-                    Ok(Ok(k)) => {
-                        n += k;
-                        if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-                            break;
-                        }
-                    }
-                }
-            }
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let mut parts = request.split_whitespace();
-            let (method, path) = (
-                parts.next().unwrap_or_default(),
-                parts.next().unwrap_or_default(),
-            );
-            let path = path.split('?').next().unwrap_or_default();
-            let (status, content_type, body) = match (method, path) {
-                ("GET", "/metrics") => ("200 OK", CONTENT_TYPE, metrics().render()),
-                ("GET", "/healthz") => ("200 OK", "text/plain", "ok\n".to_owned()),
-                ("GET", "/readyz") => match health.ready() {
-                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
-                    Err(why) => (
-                        "503 Service Unavailable",
-                        "text/plain",
-                        format!("not ready: {why}\n"),
-                    ),
-                },
-                ("GET", _) => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics, /healthz, /readyz\n".to_owned(),
-                ),
-                _ => (
-                    "405 Method Not Allowed",
-                    "text/plain",
-                    "GET only\n".to_owned(),
-                ),
-            };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = conn.write_all(head.as_bytes()).await;
-            let _ = conn.write_all(body.as_bytes()).await;
-            let _ = conn.shutdown().await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -28,8 +28,8 @@
 //!   step, write, verify, ledger.
 //! - `run`: a `run::Session` and a `run::Mode`: the one run path of
 //!   `sync`, `plan`, `apply`, `targets check/adopt` and each daemon tick;
-//!   `daemon`: the schedule and the HTTP endpoints; [`metrics`]: the
-//!   Prometheus registry.
+//!   `daemon`: the schedule; `status_server`: its HTTP endpoints (hyper,
+//!   every connection bounded); [`metrics`]: the Prometheus registry.
 //! - `azure`: Entra ID credentials, the Resource Manager client and the
 //!   transport trait adapters call it through; `http`: the feed's client.
 //! - `config`: TOML file, environment and flags, validated into
@@ -58,6 +58,7 @@ pub mod prefix;
 pub(crate) mod reconcile;
 pub(crate) mod render;
 pub(crate) mod run;
+pub(crate) mod status_server;
 pub(crate) mod suggest;
 pub(crate) mod tags;
 pub(crate) mod targets;

@@ -344,3 +344,169 @@ fn a_fresh_process_exports_what_the_history_knows() {
     );
     stop(child).assert_code(0);
 }
+
+/// Waits until something listens on `port` and answers `/healthz`.
+fn wait_until_serving(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/healthz").map(|r| r.0) != Some(200) {
+        assert!(Instant::now() < deadline, "the daemon never served");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// True once the server has closed `conn` (EOF or reset) within `within`.
+fn closed_by_server(conn: &mut TcpStream, within: Duration) -> bool {
+    conn.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 512];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn slow_and_idle_clients_cannot_hold_the_status_port() {
+    let dir = TestDir::new();
+    let port = free_port();
+    let child = daemon(&dir, port, &[], &[]);
+    wait_until_serving(port);
+    // More idle connections than the server serves at once, and one
+    // slowloris client trickling header lines.
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let trickle = std::thread::spawn(move || {
+        let _ = slow.write_all(b"GET /metrics HTTP/1.1\r\n");
+        for i in 0..60 {
+            std::thread::sleep(Duration::from_millis(250));
+            if write!(slow, "X-Slow-{i}: 1\r\n").is_err() {
+                return true;
+            }
+        }
+        closed_by_server(&mut slow, Duration::from_millis(100))
+    });
+    // A probe still gets its answer: held connections are cut off by the
+    // header deadline and the waiting ones are served in turn.
+    let probe_deadline = Instant::now() + Duration::from_secs(40);
+    let answered = loop {
+        if let Some((code, _)) = get(port, "/healthz") {
+            break code;
+        }
+        assert!(
+            Instant::now() < probe_deadline,
+            "the probe never got an answer"
+        );
+    };
+    assert_eq!(answered, 200);
+    for conn in idle.iter_mut().take(5) {
+        assert!(
+            closed_by_server(conn, Duration::from_secs(30)),
+            "an idle connection stayed open"
+        );
+    }
+    assert!(
+        trickle.join().expect("trickle thread"),
+        "a slowloris connection sending a header line every 250 ms was kept open for 15 s"
+    );
+    // HEAD answers like GET without a body; other methods are refused.
+    let mut head = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    head.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    head.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\n"), "HEAD sent a body: {text}");
+    let mut post = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    post.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .expect("write");
+    let mut text = String::new();
+    post.read_to_string(&mut text).expect("read");
+    assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("allow: get, head"),
+        "{text}"
+    );
+    let run = stop(child);
+    run.assert_code(0);
+}
+
+/// CPU time (user + system, in clock ticks) the process has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    // Fields after the parenthesised command name: state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').expect("comm").1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn running_out_of_file_descriptors_backs_off_instead_of_spinning() {
+    let dir = TestDir::new();
+    let port = free_port();
+    // The daemon, limited to 48 descriptors: fewer than the connection
+    // limit, so accept() fails with EMFILE while the test holds connections.
+    let inner = dir.command();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.current_dir(dir.dir.path())
+        .arg("-c")
+        .arg("ulimit -n 48 && exec \"$0\" \"$@\"")
+        .arg(inner.get_program())
+        .args([
+            "daemon",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--schedule",
+            "0 6 1 1 *",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let child = cmd.spawn().expect("spawn daemon");
+    wait_until_serving(port);
+    let held: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(child.id()) - before;
+    // A spinning accept loop burns a whole core: ~300 ticks in 3 s.
+    assert!(
+        used < 60,
+        "{used} ticks of CPU in 3 s while out of descriptors"
+    );
+    drop(held);
+    wait_until_serving(port);
+    let run = stop(child);
+    run.assert_code(0);
+    let warnings = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cannot accept a connection"))
+        .count();
+    assert!(
+        (1..200).contains(&warnings),
+        "{warnings} accept warnings:\n{}",
+        run.stderr
+    );
+}
