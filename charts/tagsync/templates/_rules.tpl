@@ -10,6 +10,46 @@ release.
 {{- define "tagsync.rules" -}}
 {{- $m := .Values.monitoring.prometheusRule -}}
 groups:
+{{- if and (eq .Values.mode "cronjob") (not .Values.monitoring.pushgateway.url) }}
+{{- /*
+A CronJob with no Pushgateway exports no tagsync metrics at all, so the
+tagsync alerts could never fire. What Kubernetes knows about the CronJob
+(kube-state-metrics) is alerted on instead: the last scheduled run has not
+succeeded once the Job's deadline has passed, and no success for
+noSuccessIntervals intervals (or ever, for a CronJob that old).
+*/}}
+{{- $sel := printf "namespace=%q, cronjob=%q" .Release.Namespace (include "tagsync.fullname" .) }}
+{{- $limit := mul $m.noSuccessIntervals $m.scheduleIntervalSeconds }}
+  - name: tagsync-cronjob
+    rules:
+      - alert: TagsyncCronJobLastRunFailed
+        expr: |
+          max by (namespace, cronjob) (kube_cronjob_status_last_schedule_time{ {{- $sel -}} })
+            > max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{ {{- $sel -}} })
+          or (max by (namespace, cronjob) (kube_cronjob_status_last_schedule_time{ {{- $sel -}} })
+            unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{ {{- $sel -}} })
+        # The Job may retry until its activeDeadlineSeconds; after that it
+        # has succeeded or failed.
+        for: {{ add (div .Values.cronjob.activeDeadlineSeconds 60) 15 }}m
+        labels:
+          severity: warning
+          release: {{ .Release.Name | quote }}
+        annotations:
+          summary: the last scheduled tagsync run has not succeeded
+          description: The Job failed or is stuck. Check `kubectl logs job/<the last job>` and `tagsync history`; without a Pushgateway only Kubernetes' view of the CronJob is alerted on.
+      - alert: TagsyncCronJobNoRecentSuccess
+        expr: |
+          time() - max by (namespace, cronjob) (kube_cronjob_status_last_successful_time{ {{- $sel -}} }) > {{ $limit }}
+          or (time() - max by (namespace, cronjob) (kube_cronjob_created{ {{- $sel -}} }) > {{ $limit }}
+            unless on (namespace, cronjob) kube_cronjob_status_last_successful_time{ {{- $sel -}} })
+        for: 15m
+        labels:
+          severity: warning
+          release: {{ .Release.Name | quote }}
+        annotations:
+          summary: tagsync has not completed a successful sync for {{ $m.noSuccessIntervals }} schedule intervals
+          description: The firewall rules may be missing new Azure Digital Twins addresses. Check the CronJob's Jobs and `tagsync history`.
+{{- else }}
   - name: tagsync
     rules:
       - alert: TagsyncNoRecentSuccess
@@ -67,4 +107,5 @@ groups:
         annotations:
           summary: the service tags feed tagsync uses is older than {{ $m.feedMaxAgeDays }} days
           description: Microsoft publishes weekly. A stale feed means the download keeps failing or a mirror or the Discovery API lags.
+{{- end }}
 {{- end -}}

@@ -182,9 +182,33 @@ def test_dashboard_configmap_for_the_grafana_sidecar():
     dash = json.loads(cm["data"]["tagsync.json"])
     assert dash["uid"] == "tagsync"
     assert dash["templating"]["list"][0]["name"] == "datasource"
+    names = [v["name"] for v in dash["templating"]["list"]]
+    assert names == ["datasource", "namespace", "job"], names
+    titles = {p["title"] for p in dash["panels"]}
+    for wanted in ("Target failures and drift", "Guard refusals", "Over-admitted addresses"):
+        assert wanted in titles, titles
+    exprs = []
     for panel in dash["panels"]:
         assert panel["datasource"]["uid"] == "${datasource}"
-        assert all("tagsync_" in t["expr"] for t in panel["targets"])
+        for t in panel["targets"]:
+            e = t["expr"]
+            assert "tagsync_" in e, e
+            # Every selector is scoped to the chosen namespaces and jobs,
+            # and every aggregation keeps them apart.
+            for sel in e.split("tagsync_")[1:]:
+                assert sel.split("{", 1)[1].startswith('namespace=~"$namespace", job=~"$job"'), e
+            assert "by (namespace, job" in e, e
+            exprs.append(e)
+    # Every query parses: promtool checks them as recording rules with the
+    # variables at their "All" value.
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query{i}", "expr": e.replace("$namespace", ".*").replace("$job", ".*")}
+        for i, e in enumerate(exprs)]}]}
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        yaml.safe_dump(rules, f)
+    out = subprocess.run(["promtool", "check", "rules", f.name], capture_output=True, text=True)
+    os.unlink(f.name)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_a_values_file_keeps_every_type():
@@ -241,17 +265,38 @@ def test_conventions_operators_expect():
     assert chart["kubeVersion"].startswith(">=1.27"), chart
 
 
-def test_alert_rules_with_promtool():
-    docs = render("workload-identity-values.yaml", MONITORING)
-    rules = one(docs, "PrometheusRule")["spec"]
+def promtool_test(rules, test_file):
     with tempfile.TemporaryDirectory() as d:
         with open(os.path.join(d, "rules.yaml"), "w") as f:
             yaml.safe_dump(rules, f)
-        with open(os.path.join(CHART, "tests", "alerts_test.yaml")) as src, open(os.path.join(d, "alerts_test.yaml"), "w") as dst:
+        with open(os.path.join(CHART, "tests", test_file)) as src, open(os.path.join(d, "test.yaml"), "w") as dst:
             dst.write(src.read())
-        for cmd in (["promtool", "check", "rules", "rules.yaml"], ["promtool", "test", "rules", "alerts_test.yaml"]):
+        for cmd in (["promtool", "check", "rules", "rules.yaml"], ["promtool", "test", "rules", "test.yaml"]):
             out = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
             assert out.returncode == 0, out.stdout + out.stderr
+
+
+def alert_names(rules):
+    return {r["alert"] for g in rules["groups"] for r in g["rules"]}
+
+
+def test_alert_rules_with_promtool():
+    # The daemon, and a CronJob that pushes: tagsync's own metrics.
+    for extra in (["--set", "mode=daemon"], ["--set", "monitoring.pushgateway.url=http://pushgateway:9091"]):
+        docs = render("workload-identity-values.yaml", MONITORING + extra)
+        rules = one(docs, "PrometheusRule")["spec"]
+        assert "TagsyncNoRecentSuccess" in alert_names(rules), rules
+        promtool_test(rules, "alerts_test.yaml")
+
+
+def test_a_cronjob_without_a_pushgateway_alerts_on_kube_state_metrics():
+    # No tagsync metric reaches Prometheus from such a CronJob: tagsync's
+    # alerts could never fire, so the chart alerts on the CronJob itself.
+    docs = render("workload-identity-values.yaml", MONITORING)
+    rules = one(docs, "PrometheusRule")["spec"]
+    assert alert_names(rules) == {"TagsyncCronJobLastRunFailed", "TagsyncCronJobNoRecentSuccess"}, rules
+    assert all("tagsync_" not in r["expr"] for g in rules["groups"] for r in g["rules"]), rules
+    promtool_test(rules, "alerts_cronjob_test.yaml")
 
 
 def main():
