@@ -1,7 +1,7 @@
 //! Runs a parsed command: builds the settings, does the work, renders the
 //! result on stdout and maps errors to exit codes. Logs go to stderr.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -81,7 +81,7 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(render::colour_wanted(std::io::stderr().is_terminal()));
     // A second initialisation (tests calling in-process) is harmless.
     let _ = match cli.log_format {
         LogFormat::Human => builder.with_target(false).try_init(),
@@ -160,7 +160,14 @@ fn emit<T: Serialize>(
         OutputFormat::Json => {
             serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))? + "\n"
         }
-        OutputFormat::Human => human(value),
+        OutputFormat::Human => {
+            let text = human(value);
+            if render::colour_wanted(std::io::stdout().is_terminal()) {
+                render::paint(&text)
+            } else {
+                text
+            }
+        }
     };
     let mut stdout = std::io::stdout().lock();
     // A closed pipe (`| head`) is not an error worth a non-zero exit.
@@ -189,7 +196,9 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     }
     let run = result?;
     let report = sync_report(&run)?;
-    emit(cli.output, &report, render::sync_human)?;
+    emit(cli.output, &report, |r| {
+        render::sync_human(r, cli.verbose > 0)
+    })?;
     if *stop.borrow() {
         return Ok(exit::INTERRUPTED);
     }
@@ -270,9 +279,9 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
     emit(cli.output, &doc, |d| {
         if d.targets.is_empty() {
             // No targets: the feed summary is the whole plan.
-            render::sync_human(&feed)
+            render::sync_human(&feed, cli.verbose > 0)
         } else {
-            render::targets_human(&d.targets)
+            render::targets_human(&d.targets, cli.verbose > 0)
         }
     })?;
     Ok(run.exit_code())
@@ -303,7 +312,9 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
     };
     let run = execute(&settings, &Mode::ApplySaved(doc), &opts).await?;
     let reports = run.reports();
-    emit(cli.output, &reports, |r| render::targets_human(r))?;
+    emit(cli.output, &reports, |r| {
+        render::targets_human(r, cli.verbose > 0)
+    })?;
     if *stop.borrow() {
         return Ok(exit::INTERRUPTED);
     }
@@ -459,7 +470,7 @@ async fn feed_regions(cli: &Cli, args: &FeedRegionsArgs) -> Result<u8, Error> {
 
 async fn history(cli: &Cli, args: &HistoryArgs) -> Result<u8, Error> {
     let settings = settings(cli, |_| {})?;
-    let history = History::open(&settings.db_path, false).await?;
+    let history = History::open_read_only(&settings.db_path).await?;
     if let Some(target) = &args.target {
         let applies = history.applies(target, args.limit).await;
         history.close().await;
@@ -476,7 +487,7 @@ async fn history(cli: &Cli, args: &HistoryArgs) -> Result<u8, Error> {
 
 async fn diff(cli: &Cli, args: &DiffArgs) -> Result<u8, Error> {
     let settings = settings(cli, |_| {})?;
-    let history = History::open(&settings.db_path, false).await?;
+    let history = History::open_read_only(&settings.db_path).await?;
     let result = diff_runs(&history, args).await;
     history.close().await;
     let report = result?;

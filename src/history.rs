@@ -29,6 +29,8 @@ pub enum HistoryError {
         "cannot open the history database {path}: {detail}; check that the directory exists and is writable, or set --db / [database] path"
     )]
     Open { path: String, detail: String },
+    #[error("cannot read the history database {path}: {detail}")]
+    Read { path: String, detail: String },
     #[error(
         "no history database at {path}; run `tagsync sync` first, or point --db at an existing database"
     )]
@@ -233,6 +235,89 @@ impl History {
             pool,
             path: path.to_owned(),
         })
+    }
+
+    /// Opens an existing history for reading only (`history`, `diff`):
+    /// nothing is written, so a read-only copy, a read-only volume or a
+    /// file the caller may not write all work. A database whose WAL was
+    /// checkpointed away (the usual copy: just the `.db` file) in a
+    /// directory where SQLite cannot create its `-shm` index is opened as
+    /// immutable, which is exact when there is no WAL to read. A database
+    /// of an older schema is upgraded by a normal open when it can be
+    /// written, and named as such when it cannot.
+    pub async fn open_read_only(path: &Path) -> Result<Self, HistoryError> {
+        let shown = path.display().to_string();
+        if !path.exists() {
+            return Err(HistoryError::Missing { path: shown });
+        }
+        let open_err = |detail: String| HistoryError::Read {
+            path: shown.clone(),
+            detail,
+        };
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| open_err(e.to_string()))?
+            .filename(path)
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(10));
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal_has_frames = std::fs::metadata(&wal).is_ok_and(|m| m.len() > 0);
+        let mut last_error = String::new();
+        for immutable in [false, true] {
+            if immutable && wal_has_frames {
+                break;
+            }
+            let pool = match SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone().immutable(immutable))
+                .await
+            {
+                Ok(pool) => pool,
+                Err(e) => {
+                    last_error = e.to_string();
+                    continue;
+                }
+            };
+            let applied: Result<Option<i64>, _> =
+                sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                    .fetch_one(&pool)
+                    .await;
+            match applied {
+                Ok(version) => {
+                    let latest = sqlx::migrate!("./migrations")
+                        .iter()
+                        .map(|m| m.version)
+                        .max()
+                        .unwrap_or(0);
+                    if version.unwrap_or(0) >= latest {
+                        return Ok(Self {
+                            pool,
+                            path: path.to_owned(),
+                        });
+                    }
+                    pool.close().await;
+                    // An older schema: upgrade it if it can be written.
+                    return Self::open(path, false).await.map_err(|e| {
+                        open_err(format!(
+                            "it was written by an older tagsync (schema {}, this one reads {latest}) and cannot be upgraded here ({e}); run this tagsync once with write access to it (e.g. `tagsync sync`, or `history` on a writable copy)",
+                            version.unwrap_or(0)
+                        ))
+                    });
+                }
+                Err(e) => {
+                    pool.close().await;
+                    last_error = e.to_string();
+                }
+            }
+        }
+        Err(open_err(format!(
+            "{last_error} (opened read-only{})",
+            if wal_has_frames {
+                "; its write-ahead log must be readable, and its -shm file present or creatable"
+            } else {
+                ""
+            }
+        )))
     }
 
     pub fn path(&self) -> &Path {

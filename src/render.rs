@@ -81,7 +81,7 @@ impl SyncReport {
     }
 }
 
-pub fn sync_human(r: &SyncReport) -> String {
+pub fn sync_human(r: &SyncReport, verbose: bool) -> String {
     let mut out = String::new();
     let f = &r.feed;
     let cn = f.change_number.map_or("?".into(), |n| n.to_string());
@@ -153,13 +153,14 @@ pub fn sync_human(r: &SyncReport) -> String {
     }
     if !r.targets.is_empty() {
         out.push('\n');
-        out.push_str(&targets_human(&r.targets));
+        out.push_str(&targets_human(&r.targets, verbose));
     }
     out
 }
 
-/// Each target's plan or result, readable.
-pub fn targets_human(reports: &[TargetReport]) -> String {
+/// Each target's plan or result, readable. A refused target shows its
+/// reason and counts; `verbose` lists its rules too.
+pub fn targets_human(reports: &[TargetReport], verbose: bool) -> String {
     let mut out = String::new();
     for r in reports {
         if r.outcome == crate::reconcile::Outcome::Refused {
@@ -179,6 +180,9 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
                     p.capacity.used_after,
                     p.capacity.budget
                 );
+                if verbose {
+                    list_rules(&mut out, p);
+                }
             }
             for w in &r.warnings {
                 let _ = writeln!(out, "  warning: {w}");
@@ -209,12 +213,7 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
                 p.foreign.len(),
                 p.pending_removal.len()
             );
-            for n in p.add.iter() {
-                let _ = writeln!(out, "  + {n}");
-            }
-            for n in p.remove.iter() {
-                let _ = writeln!(out, "  - {n}");
-            }
+            list_rules(&mut out, p);
         }
         if let Some(f) = r.fit.as_ref().filter(|f| f.policy != FitPolicy::Lossless) {
             let _ = writeln!(
@@ -250,6 +249,15 @@ pub fn targets_human(reports: &[TargetReport]) -> String {
         out.push_str(&targets_summary(reports));
     }
     out
+}
+
+fn list_rules(out: &mut String, p: &crate::plan::TargetPlan) {
+    for n in p.add.iter() {
+        let _ = writeln!(out, "  + {n}");
+    }
+    for n in p.remove.iter() {
+        let _ = writeln!(out, "  - {n}");
+    }
 }
 
 /// One closing line, like `terraform plan`'s: how many targets change, by
@@ -594,16 +602,20 @@ pub fn applies_human(target: &str, applies: &[crate::ledger::ApplyEntry]) -> Str
         let _ = writeln!(out, "no applies recorded for target {target}");
         return out;
     }
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<20}  {:<9}  {:>5}  {:>13}  CHANGES",
+        "APPLY", "STARTED", "OUTCOME", "RUN", "RULES"
+    );
     for a in applies {
         let _ = writeln!(
             out,
-            "apply {:>4}  {}  {:<9}  run {}  rules {} -> {}  +{} -{}",
+            "{:>5}  {:<20}  {:<9}  {:>5}  {:>13}  +{} -{}",
             a.apply_id,
             a.started_at,
             a.outcome,
             a.run_id.map_or("-".into(), |r| r.to_string()),
-            a.rules_before,
-            a.rules_after,
+            format!("{} -> {}", a.rules_before, a.rules_after),
             a.added.len(),
             a.removed.len()
         );
@@ -633,11 +645,16 @@ pub fn history_human(runs: &[RunEntry]) -> String {
         out.push_str("no runs recorded\n");
         return out;
     }
+    let _ = writeln!(
+        out,
+        "{:>5}  {:<20}  {:<15}  {:>12}  SOURCE",
+        "RUN", "STARTED", "OUTCOME", "CHANGENUMBER"
+    );
     for r in runs {
         let cn = r.change_number.map_or("-".into(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "run {:>4}  {}  {:<9}  changeNumber {:<5} {}{}",
+            "{:>5}  {:<20}  {:<15}  {:>12}  {}{}",
             r.run_id,
             r.started_at,
             r.outcome,
@@ -653,7 +670,7 @@ pub fn history_human(runs: &[RunEntry]) -> String {
             let first = e.lines().next().unwrap_or_default();
             let _ = writeln!(
                 out,
-                "           {}: {first}",
+                "       {}: {first}",
                 r.error_kind.as_deref().unwrap_or("error")
             );
         }
@@ -667,7 +684,7 @@ pub fn history_human(runs: &[RunEntry]) -> String {
             };
             let _ = writeln!(
                 out,
-                "           {} changeNumber {}: {} IPv4 + {} IPv6, {what}",
+                "       {} changeNumber {}: {} IPv4 + {} IPv6, {what}",
                 s.tag, s.change_number, s.ipv4, s.ipv6
             );
         }
@@ -904,4 +921,53 @@ pub fn config_human(r: &ConfigReport) -> String {
         let _ = writeln!(out, "warning:   {w}");
     }
     out
+}
+
+/// Colours for a terminal: additions green, removals and refusals red,
+/// warnings and over-admitting blocks yellow, target headings bold. Applied
+/// to the finished human text, so every renderer stays plain and testable.
+pub fn paint(text: &str) -> String {
+    const GREEN: &str = "\x1b[32m";
+    const RED: &str = "\x1b[31m";
+    const YELLOW: &str = "\x1b[33m";
+    const BOLD: &str = "\x1b[1m";
+    const RESET: &str = "\x1b[0m";
+    let mut out = String::with_capacity(text.len() + text.len() / 8);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start();
+        let colour = if body.starts_with("+ ") {
+            Some(GREEN)
+        } else if body.starts_with("- ")
+            || body.starts_with("refused (")
+            || body.starts_with("error:")
+            || body.starts_with("drift")
+        {
+            Some(RED)
+        } else if body.starts_with("warning:") || body.starts_with("~ ") {
+            Some(YELLOW)
+        } else if line.starts_with("target ") {
+            Some(BOLD)
+        } else {
+            None
+        };
+        match colour {
+            Some(c) => {
+                let (content, newline) = match line.strip_suffix('\n') {
+                    Some(c) => (c, "\n"),
+                    None => (line, ""),
+                };
+                let _ = write!(out, "{c}{content}{RESET}{newline}");
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
+}
+
+/// Colour only on a terminal, and never with `NO_COLOR` set (no-color.org)
+/// or `TERM=dumb`.
+pub fn colour_wanted(stdout_is_terminal: bool) -> bool {
+    stdout_is_terminal
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }

@@ -252,3 +252,103 @@ fn a_wrong_max_rules_meets_azures_own_limit_and_changes_nothing() {
     );
     assert!(w.arm.writes().is_empty());
 }
+
+/// `plan` on the real feed in human form, with `extra` flags.
+fn plan_human(w: &World, extra: &[&str]) -> Run {
+    let feed = w.dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let env = w.arm.identity_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut args = vec!["--config", w.cfg.as_str()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[
+        "plan",
+        "--target",
+        "adt-events",
+        "--feed-file",
+        feed.to_str().expect("utf-8"),
+    ]);
+    w.dir.run_with(&args, &env)
+}
+
+#[test]
+fn a_refused_plan_shows_its_reason_and_counts_and_lists_rules_only_with_v() {
+    let w = world("Standard", "");
+    let plain = plan_human(&w, &[]);
+    plain.assert_code(6);
+    let out = &plain.stdout;
+    let refused_at = out.find("refused (budget):").expect("the reason");
+    let counts_at = out.find("would have been: +").expect("the counts");
+    assert!(refused_at < counts_at, "the reason comes first:\n{out}");
+    assert!(
+        !out.lines().any(|l| l.starts_with("  + ")),
+        "hundreds of + lines without -v:\n{out}"
+    );
+    assert!(!out.contains('\u{1b}'), "colour in a pipe:\n{out}");
+    let verbose = plan_human(&w, &["-v"]);
+    verbose.assert_code(6);
+    let added = verbose
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("  + "))
+        .count();
+    let counted: usize = verbose
+        .stdout
+        .split("would have been: +")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("count");
+    assert!(counted > 0);
+    assert_eq!(added, counted, "{}", verbose.stdout);
+}
+
+/// Runs `cmd` under a pseudo-terminal (util-linux `script`), so stdout is a
+/// terminal; returns what the terminal showed.
+fn on_a_terminal(w: &World, extra_env: &[(&str, &str)]) -> String {
+    let feed = w.dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let line = format!(
+        "{} --config {} plan --target adt-events --feed-file {}",
+        env!("CARGO_BIN_EXE_tagsync"),
+        w.cfg,
+        feed.display()
+    );
+    let cmd = w.dir.command();
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(w.dir.dir.path())
+        .env("TERM", "xterm");
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => script.env(k, v),
+            None => script.env_remove(k),
+        };
+    }
+    for (k, v) in w.arm.identity_env() {
+        script.env(k, v);
+    }
+    for (k, v) in extra_env {
+        script.env(k, v);
+    }
+    let out = script.output().expect("script");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn colour_on_a_terminal_and_never_with_no_color() {
+    let w = world("Standard", "");
+    let coloured = on_a_terminal(&w, &[("NO_COLOR", "")]);
+    assert!(
+        coloured.contains("\u{1b}[31m  refused (budget)"),
+        "{coloured:?}"
+    );
+    assert!(
+        coloured.contains("\u{1b}[1mtarget adt-events"),
+        "{coloured:?}"
+    );
+    // NO_COLOR turns off the colour of the result and of the logs.
+    let plain = on_a_terminal(&w, &[("NO_COLOR", "1")]);
+    assert!(plain.contains("refused (budget)"), "{plain:?}");
+    assert!(plain.contains("INFO"), "{plain:?}");
+    assert!(!plain.contains("\u{1b}["), "{plain:?}");
+}

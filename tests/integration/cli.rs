@@ -336,3 +336,86 @@ fn config_check_flags_a_client_secret_credential_without_its_parts() {
     assert_eq!(ok.json()["warnings"], serde_json::json!([]));
     assert!(!ok.stdout.contains("s3cret-value"));
 }
+
+#[test]
+fn history_and_diff_read_a_read_only_copy_without_writing_to_it() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = TestDir::new();
+    let old = dir.fixture("ServiceTags_Public_20210106.json.gz");
+    dir.run(&["sync", "--feed-file", old.to_str().expect("utf-8")])
+        .assert_code(0);
+    let new = dir.fixture("ServiceTags_Public_20251106.json.gz");
+    dir.run(&["sync", "--feed-file", new.to_str().expect("utf-8")])
+        .assert_code(0);
+    // The usual copy: the database file alone, in a directory and a file
+    // nobody may write.
+    let ro = dir.path("ro");
+    std::fs::create_dir(&ro).expect("mkdir");
+    let copy = ro.join("tagsync.db");
+    std::fs::copy(dir.db(), &copy).expect("copy");
+    let before = std::fs::read(&copy).expect("read");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(dir.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    // Root writes anything: read as an unprivileged user then.
+    let as_root = std::fs::metadata("/proc/self").expect("proc").uid() == 0;
+    let read = |args: &[&str]| {
+        let inner = dir.command();
+        let mut cmd = if as_root {
+            let mut c = std::process::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(inner.get_program());
+            c
+        } else {
+            std::process::Command::new(inner.get_program())
+        };
+        cmd.current_dir(&ro).arg("--db").arg(&copy).args(args);
+        for (k, v) in inner.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        finish(cmd.output().expect("run tagsync"))
+    };
+    let history = read(&["history"]);
+    history.assert_code(0);
+    let first = history.stdout.lines().next().expect("a header");
+    assert!(
+        first.split_whitespace().collect::<Vec<_>>()
+            == ["RUN", "STARTED", "OUTCOME", "CHANGENUMBER", "SOURCE"],
+        "{}",
+        history.stdout
+    );
+    assert_eq!(
+        history
+            .stdout
+            .lines()
+            .filter(|l| l.contains("changed"))
+            .count(),
+        2,
+        "{}",
+        history.stdout
+    );
+    let diff = read(&["--output", "json", "diff", "1", "2"]);
+    diff.assert_code(0);
+    assert!(
+        !diff.json()["tags"][0]["added"]
+            .as_array()
+            .expect("added")
+            .is_empty()
+    );
+    let applies = read(&["history", "--target", "none"]);
+    applies.assert_code(0);
+    // Nothing was written: the file is byte for byte the same, and no WAL
+    // or shared-memory file appeared.
+    assert_eq!(std::fs::read(&copy).expect("read"), before);
+    let mut names: Vec<String> = std::fs::read_dir(&ro)
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["tagsync.db"]);
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
