@@ -971,3 +971,25 @@ pub fn colour_wanted(stdout_is_terminal: bool) -> bool {
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
         && std::env::var_os("TERM").is_none_or(|t| t != "dumb")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paint_colours_by_line_and_keeps_the_text() {
+        let text = "target a (event-hubs): planned\n  + 10.0.0.0/24\n  - 10.1.0.0/24\n  warning: x\n  refused (budget): y\nplain";
+        let painted = paint(text);
+        assert_eq!(
+            painted,
+            "\u{1b}[1mtarget a (event-hubs): planned\u{1b}[0m\n\u{1b}[32m  + 10.0.0.0/24\u{1b}[0m\n\u{1b}[31m  - 10.1.0.0/24\u{1b}[0m\n\u{1b}[33m  warning: x\u{1b}[0m\n\u{1b}[31m  refused (budget): y\u{1b}[0m\nplain"
+        );
+        let stripped: String = painted
+            .replace("\u{1b}[0m", "")
+            .replace("\u{1b}[1m", "")
+            .replace("\u{1b}[31m", "")
+            .replace("\u{1b}[32m", "")
+            .replace("\u{1b}[33m", "");
+        assert_eq!(stripped, text);
+    }
+}
