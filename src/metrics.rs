@@ -199,7 +199,7 @@ impl Metrics {
                 &["target"],
             ),
             target_drift: r.counter_vec("tagsync_target_drift_total",
-                "Writes after which the rules read back differed from the plan.",
+                "Writes after which the stored rules differed from the plan.",
                 &["target"],
             ),
             arm_requests: r.counter_vec("tagsync_arm_requests_total",

@@ -7,7 +7,9 @@
 //!    into the room the budget leaves; then the pure plan, computed once;
 //! 3. the [`Step`] the run's mode asked for decides what happens next:
 //!    stop there (plan, dry-run, check), take over rules (adopt), or write;
-//! 4. write the whole rule set, read it back to detect drift (verify);
+//! 4. write the whole rule set from the rules read in 1, and compare what
+//!    Resource Manager answers (or, when the answer carries no resource, a
+//!    read-back) with the plan to detect drift (verify);
 //! 5. update the ownership ledger and record the apply.
 //!
 //! Targets run concurrently and independently: one failing target (even one
@@ -80,9 +82,9 @@ pub struct TargetReport {
     pub error: Option<String>,
     /// How the desired prefixes were fitted into the budget.
     pub fit: Option<FitReport>,
-    /// Rules that differ from the plan after writing (read back).
+    /// Rules that differ from the plan after writing (in the write's answer,
+    /// or read back when it carried none).
     pub drift: PrefixSet,
-    pub replanned: bool,
     pub warnings: Vec<String>,
 }
 
@@ -103,7 +105,6 @@ impl TargetReport {
             error: None,
             fit: None,
             drift: PrefixSet::new(),
-            replanned: false,
             warnings: Vec::new(),
         }
     }
@@ -234,7 +235,8 @@ pub async fn reconcile(
 
 /// Plans a target from the run's tags: its ledger (with the grace periods
 /// the history gives), the desired prefixes the kind may hold, and the
-/// policy. [`Planner::plan`] is pure, so a re-read plans again identically.
+/// policy. [`Planner::plan`] is pure: planning twice on the same rules
+/// gives the same plan.
 struct Planner {
     ledger: Ledger,
     admissible: PrefixSet,
@@ -332,7 +334,7 @@ async fn reconcile_one(
 
     // 2. Desired and the plan.
     let mut owned = None;
-    let (planner, mut p, desired) = match saved {
+    let (p, desired) = match saved {
         Some(saved) => {
             let (Some(p), Some(desired)) = (saved.plan, saved.desired) else {
                 // The plan had already failed for this target: nothing to apply.
@@ -345,7 +347,7 @@ async fn reconcile_one(
                 );
                 return finish(ctx, target, report, &started_at, Some(live)).await;
             }
-            (None, p, desired)
+            (p, desired)
         }
         None => {
             let mut ledger = match ctx.history.ledger(target).await {
@@ -436,7 +438,7 @@ async fn reconcile_one(
             report.fit = Some(fitted.report);
             report.live_fingerprint = Some(live.fingerprint.clone());
             report.plan = Some(p.clone());
-            (Some(planner), p, fitted.rules)
+            (p, fitted.rules)
         }
     };
 
@@ -503,35 +505,12 @@ async fn reconcile_one(
     }
     debug_assert!(ctx.step.writes());
 
-    // 4. Write: re-read first, and plan again on rules changed meanwhile.
-    let mut live = live;
-    if !p.refused() && p.has_changes() && planner.is_some() {
-        let fresh = match target
-            .adapter
-            .read(ctx.arm.as_ref(), target, Some(&live.facts))
-            .await
-        {
-            Ok(f) => f,
-            Err(e) => fail!(e, Some(live)),
-        };
-        if let Some(planner) = planner
-            .as_ref()
-            .filter(|_| fresh.fingerprint != live.fingerprint)
-        {
-            tracing::warn!(target = %target.name, "the live rules changed since they were read; planning again");
-            let (fitted, again) = planner.plan(target, &fresh);
-            p = again;
-            report.replanned = true;
-            report.warnings.push(
-                "the live rules changed after they were read; the plan was computed again on the new rules".into(),
-            );
-            report.live_fingerprint = Some(fresh.fingerprint.clone());
-            report.desired = Some(fitted.rules);
-            report.fit = Some(fitted.report);
-            report.plan = Some(p.clone());
-        }
-        live = fresh;
-    }
+    // 4. Write, from the rules just read. Resource Manager offers no
+    // ETag or If-Match on these resources, so no read closes the window
+    // to a concurrent edit; a second read before writing would only move
+    // it, at one more request per target. A saved plan's single read is
+    // that check: its target is refused if the rules changed since the plan.
+    let live = live;
     if let Some(r) = p.refusals.first() {
         report.refuse(r.guard, r.message.clone());
         return finish(ctx, target, report, &started_at, Some(live)).await;
@@ -579,21 +558,18 @@ async fn reconcile_one(
         ),
     };
 
-    // Verify: what Azure holds now, not what it answered.
-    let after = match target
-        .adapter
-        .read(ctx.arm.as_ref(), target, Some(&live.facts))
-        .await
-    {
-        Ok(a) => a,
-        Err(e) => match written {
-            Some(w) => {
-                report
-                    .warnings
-                    .push(format!("could not read the rules back after writing: {e}"));
-                w
-            }
-            None => fail!(
+    // Verify: the write's answer is the resource as Resource Manager
+    // stored it (a synchronous PUT or PATCH, or the end of a long-running
+    // one); only when it carries no resource is it read back.
+    let after = match written {
+        Some(w) => w,
+        None => match target
+            .adapter
+            .read(ctx.arm.as_ref(), target, Some(&live.facts))
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => fail!(
                 format!(
                     "the write was sent, but its result could not be read back: {e}; the next run reads it and settles ownership"
                 ),

@@ -596,30 +596,6 @@ fn storage_addresses_split_from_a_31_wait_for_the_grace_period_of_the_31() {
 }
 
 #[test]
-fn a_concurrent_edit_between_read_and_write_is_planned_again_not_overwritten() {
-    let w = world("Standard", "");
-    // After tagsync's first read, someone adds 3.3.3.3 to the Event Hubs rules.
-    let mut edited = eh_rules();
-    edited["ipRules"]
-        .as_array_mut()
-        .expect("rules")
-        .push(json!({"ipMask": "3.3.3.3", "action": "Allow"}));
-    let path = format!("{}/networkRuleSets/default", namespace_id(EH, "adt-eh")).to_lowercase();
-    w.arm.state.lock().expect("lock").edit_after_get = Some((path, 1, edited));
-    let run = w.sync(&[P1], 10, &["--target", "adt-events"]);
-    run.assert_code(0);
-    let report = run.json();
-    let eh = w.target(&report, "adt-events");
-    assert_eq!(eh["replanned"], true, "{eh}");
-    assert_eq!(eh["outcome"], "applied");
-    // The other writer's rule survived; ours was added.
-    assert_eq!(
-        masks(&w.arm.rule_set(EH, "adt-eh")["ipRules"], "ipMask"),
-        vec!["1.1.1.1", "3.3.3.3", P1]
-    );
-}
-
-#[test]
 fn drift_after_a_write_is_a_failed_target_and_not_owned() {
     let w = world("Standard", "");
     w.arm.state.lock().expect("lock").drop_on_write = Some("20.39.2.134".into());
