@@ -510,7 +510,6 @@ async fn reconcile_one(
     // to a concurrent edit; a second read before writing would only move
     // it, at one more request per target. A saved plan's single read is
     // that check: its target is refused if the rules changed since the plan.
-    let live = live;
     if let Some(r) = p.refusals.first() {
         report.refuse(r.guard, r.message.clone());
         return finish(ctx, target, report, &started_at, Some(live)).await;
@@ -871,16 +870,7 @@ mod tests {
             applied.report
         );
         assert_eq!(ns.masks(), vec!["1.1.1.1", "20.0.0.0/29"]);
-        assert_eq!(
-            ns.calls(),
-            vec![
-                "GET namespace",
-                "GET rules",
-                "GET rules",
-                "PUT rules",
-                "GET rules"
-            ]
-        );
+        assert_eq!(ns.calls(), vec!["GET namespace", "GET rules", "PUT rules"]);
         let ledger = history.ledger(&target()).await.expect("ledger");
         assert_eq!(
             ledger.keys().map(ToString::to_string).collect::<Vec<_>>(),
