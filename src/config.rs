@@ -80,6 +80,11 @@ pub struct AzureSection {
     pub deadline: Option<HumanDuration>,
     /// Targets worked on at once.
     pub concurrency: Option<usize>,
+    /// Resource Manager's throttling buckets, kept by the client too.
+    pub read_burst: Option<u32>,
+    pub reads_per_second: Option<f64>,
+    pub write_burst: Option<u32>,
+    pub writes_per_second: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -596,6 +601,35 @@ impl ConfigFile {
                 "[azure] retries = {retries} is too many; use 0 to 10"
             )));
         }
+        let defaults = crate::azure::ratelimit::RateLimits::default();
+        let limits = crate::azure::ratelimit::RateLimits {
+            read_burst: azure.read_burst.unwrap_or(defaults.read_burst),
+            reads_per_second: azure.reads_per_second.unwrap_or(defaults.reads_per_second),
+            write_burst: azure.write_burst.unwrap_or(defaults.write_burst),
+            writes_per_second: azure
+                .writes_per_second
+                .unwrap_or(defaults.writes_per_second),
+        };
+        for (key, burst) in [
+            ("read_burst", limits.read_burst),
+            ("write_burst", limits.write_burst),
+        ] {
+            if !(1..=100_000).contains(&burst) {
+                return Err(ConfigError(format!(
+                    "[azure] {key} = {burst} is out of range: use 1 to 100000"
+                )));
+            }
+        }
+        for (key, rate) in [
+            ("reads_per_second", limits.reads_per_second),
+            ("writes_per_second", limits.writes_per_second),
+        ] {
+            if !(0.01..=10_000.0).contains(&rate) {
+                return Err(ConfigError(format!(
+                    "[azure] {key} = {rate} is out of range: use 0.01 to 10000"
+                )));
+            }
+        }
         let azure_settings = AzureSettings {
             auth: AuthSettings {
                 method: azure.auth,
@@ -611,6 +645,7 @@ impl ConfigFile {
                 retries,
                 retry_backoff: arm_backoff,
                 deadline,
+                limits,
             },
             concurrency,
         };

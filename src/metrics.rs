@@ -10,8 +10,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Counter, Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -43,6 +43,7 @@ pub struct Metrics {
     pub arm_requests: IntCounterVec,
     pub arm_throttled: IntCounter,
     pub arm_retries: IntCounter,
+    pub arm_rate_limit_wait: Counter,
     pub build_info: IntGaugeVec,
 }
 
@@ -115,6 +116,10 @@ impl Builder {
 
     fn counter(&mut self, name: &'static str, help: &'static str) -> IntCounter {
         self.add(name, help, must(IntCounter::new(name, help)))
+    }
+
+    fn float_counter(&mut self, name: &'static str, help: &'static str) -> Counter {
+        self.add(name, help, must(Counter::new(name, help)))
     }
 }
 
@@ -211,6 +216,9 @@ impl Metrics {
             ),
             arm_retries: r.counter("tagsync_arm_retries_total",
                 "Resource Manager requests retried.",
+            ),
+            arm_rate_limit_wait: r.float_counter("tagsync_arm_rate_limit_wait_seconds_total",
+                "Time requests waited for Resource Manager's request rate (the client's token buckets).",
             ),
             build_info: r.int_gauge_vec("tagsync_build_info",
                 "Always 1; the version as a label.",

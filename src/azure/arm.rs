@@ -18,6 +18,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::ratelimit::{Kind, RateLimiter, RateLimits};
 use crate::http::{backoff, check_url_allowed, describe, parse_retry_after, user_agent};
 
 /// Settings of the ARM client.
@@ -30,6 +31,8 @@ pub struct ArmSettings {
     pub retry_backoff: Duration,
     /// The whole run must finish within this.
     pub deadline: Duration,
+    /// Resource Manager's throttling buckets, which the client keeps too.
+    pub limits: RateLimits,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -145,6 +148,7 @@ pub struct ArmClient {
     /// every target of the run at once instead of each waiting its turn.
     token: Arc<Mutex<Option<Result<CachedToken, String>>>>,
     deadline: Instant,
+    limiter: Arc<RateLimiter>,
 }
 
 impl ArmClient {
@@ -163,6 +167,7 @@ impl ArmClient {
             .map_err(|e| ArmError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
+            limiter: Arc::new(RateLimiter::new(settings.limits)),
             deadline: Instant::now() + settings.deadline,
             settings: Arc::new(settings),
             credential,
@@ -357,7 +362,15 @@ impl ArmClient {
         let mut last = String::new();
         for attempt in 1..=attempts {
             self.check_deadline(method.as_str(), &shown_path, &last)?;
+            let kind = if method == Method::GET {
+                Kind::Read
+            } else {
+                Kind::Write
+            };
             let token = self.bearer().await?;
+            // After the token, so requests that queued behind its fetch
+            // do not all leave at once when it arrives.
+            self.wait_for_rate_limit(kind, &method, &shown_path).await?;
             // No attempt outlives the run's deadline.
             let left = self.deadline.saturating_duration_since(Instant::now());
             let mut req = self
@@ -375,15 +388,14 @@ impl ArmClient {
                     .header(CONTENT_TYPE, "application/json")
                     .body(b.to_string());
             }
-            let kind = if method == Method::GET {
-                "read"
-            } else {
-                "write"
+            let label = match kind {
+                Kind::Read => "read",
+                Kind::Write => "write",
             };
             let count = |status: Option<u16>, outcome: &str| {
                 crate::metrics::metrics()
                     .arm_requests
-                    .with_label_values(&[kind, crate::metrics::status_class(status), outcome])
+                    .with_label_values(&[label, crate::metrics::status_class(status), outcome])
                     .inc();
             };
             let (retry_after, detail) = match req.send().await {
@@ -397,6 +409,9 @@ impl ArmClient {
                         crate::metrics::metrics().arm_throttled.inc();
                     }
                     let answer = Answer::from_headers(resp.headers(), status);
+                    let throttled = (status == StatusCode::TOO_MANY_REQUESTS)
+                        .then(|| answer.retry_after.unwrap_or(Duration::from_secs(1)));
+                    self.limiter.observe(kind, resp.headers(), throttled);
                     let bytes = match resp.bytes().await {
                         Ok(b) => b,
                         Err(e) => {
@@ -462,6 +477,38 @@ impl ArmClient {
             detail: last,
             attempts,
         })
+    }
+
+    /// Waits for a token of Resource Manager's bucket for `kind`, unless
+    /// the wait would pass the run's deadline.
+    async fn wait_for_rate_limit(
+        &self,
+        kind: Kind,
+        method: &Method,
+        path: &str,
+    ) -> Result<(), ArmError> {
+        let wait = self.limiter.reserve(kind);
+        if wait.is_zero() {
+            return Ok(());
+        }
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at > self.deadline)
+        {
+            return Err(ArmError::Deadline {
+                method: method.to_string(),
+                path: path.to_owned(),
+                detail: format!(
+                    "Resource Manager's request rate allows this request only in {}s; raise [azure] deadline or run fewer targets at a time",
+                    wait.as_secs()
+                ),
+            });
+        }
+        crate::metrics::metrics()
+            .arm_rate_limit_wait
+            .inc_by(wait.as_secs_f64());
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 
     async fn wait_before_retry(

@@ -3,6 +3,7 @@
 
 pub mod arm;
 pub mod auth;
+pub mod ratelimit;
 
 use crate::feed::Cloud;
 

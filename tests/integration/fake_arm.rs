@@ -61,6 +61,62 @@ pub struct State {
     pub last_vault_patch: Option<Value>,
     /// Every Resource Manager answer is sent this late (kills land mid-run).
     pub delay: Option<std::time::Duration>,
+    /// Resource Manager's throttling: a token bucket for reads and one for
+    /// writes; a request finding its bucket empty is answered 429 with
+    /// `Retry-After`, and every answer says what is left.
+    pub throttle: Option<Throttle>,
+    /// Requests answered 429 by the throttle.
+    pub throttled: usize,
+}
+
+/// Resource Manager's two token buckets for one principal (FACTS.md 6).
+pub struct Throttle {
+    pub reads: Bucket,
+    pub writes: Bucket,
+}
+
+pub struct Bucket {
+    pub capacity: f64,
+    pub per_second: f64,
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    pub fn new(capacity: u32, per_second: f64) -> Self {
+        Self {
+            capacity: f64::from(capacity),
+            per_second,
+            tokens: f64::from(capacity),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Takes a token: Ok(what is left) or Err(seconds until one is back).
+    fn take(&mut self) -> Result<u64, u64> {
+        let now = std::time::Instant::now();
+        let dt = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_second).min(self.capacity);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(self.tokens as u64)
+        } else {
+            Err(((1.0 - self.tokens) / self.per_second).ceil().max(1.0) as u64)
+        }
+    }
+}
+
+impl Throttle {
+    /// Resource Manager's documented sizes: 250 reads at 25/s, 200 writes
+    /// at 10/s.
+    #[allow(dead_code)] // the scale benchmark's model (examples/scale.rs)
+    pub fn azure() -> Self {
+        Self {
+            reads: Bucket::new(250, 25.0),
+            writes: Bucket::new(200, 10.0),
+        }
+    }
 }
 
 pub struct FakeArm {
@@ -296,6 +352,44 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
     }
     let mut st = state.lock().expect("lock");
     st.requests.push(format!("{} {path}", req.method));
+    let reading = req.method == "GET";
+    let mut left = None;
+    if let Some(t) = st.throttle.as_mut() {
+        let bucket = if reading { &mut t.reads } else { &mut t.writes };
+        match bucket.take() {
+            Ok(n) => left = Some(n),
+            Err(wait) => {
+                st.throttled += 1;
+                return arm_error(
+                    429,
+                    "TooManyRequests",
+                    "The request is being throttled as the limit has been reached for operation type. Please try again after the time in Retry-After.",
+                )
+                .header("Retry-After", &wait.to_string())
+                .header(ratelimit_header(reading), "0");
+            }
+        }
+    }
+    drop(st);
+    let answer = respond_allowed(state, req, &path);
+    match left {
+        Some(n) => answer.header(ratelimit_header(reading), &n.to_string()),
+        None => answer,
+    }
+}
+
+fn ratelimit_header(reading: bool) -> &'static str {
+    if reading {
+        "x-ms-ratelimit-remaining-subscription-reads"
+    } else {
+        "x-ms-ratelimit-remaining-subscription-writes"
+    }
+}
+
+/// A request the throttle let through.
+fn respond_allowed(state: &Mutex<State>, req: &Request, path: &str) -> Response {
+    let path = path.to_owned();
+    let mut st = state.lock().expect("lock");
     let fault = st
         .faults
         .iter()

@@ -17,5 +17,6 @@ mod props;
 mod replay;
 mod run_path;
 mod targets;
+mod throttling;
 mod util;
 mod world;
