@@ -405,23 +405,72 @@ impl History {
         Ok(id)
     }
 
-    /// Deletes runs that started before `now - retention`, except those that
-    /// hold the latest snapshot of a tag, then prefix sets nothing uses.
+    /// Deletes runs that started before `now - retention` (except those
+    /// that hold the latest snapshot of a tag) with their snapshots and
+    /// their targets' applies (except each target's latest apply), then the
+    /// prefix sets that only the deleted rows used. Every statement reaches
+    /// only the rows it deletes, through an index: the cost grows with what
+    /// is deleted, not with the size of the history.
     pub async fn prune(&self, retention: Duration) -> Result<u64, HistoryError> {
-        let cutoff = OffsetDateTime::now_utc() - retention;
+        let cutoff = format_time(OffsetDateTime::now_utc() - retention);
+        let ids_json = |ids: &[i64]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let deleted = sqlx::query(
-            "DELETE FROM runs WHERE started_at < ?1 AND id NOT IN (
+        let runs: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM runs WHERE started_at < ?1 AND id NOT IN (
                  SELECT run_id FROM snapshots WHERE id IN (SELECT MAX(id) FROM snapshots GROUP BY tag))",
         )
-        .bind(format_time(cutoff))
-        .execute(&mut *tx)
+        .bind(&cutoff)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let runs_json = ids_json(&runs);
+        let applies = sqlx::query(
+            "SELECT a.id, a.rules_before_set, a.rules_after_set FROM applies a
+             WHERE a.id IN (
+                 SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
+                 UNION ALL
+                 SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2)
+               AND EXISTS (SELECT 1 FROM applies b WHERE b.target = a.target AND b.id > a.id)",
+        )
+        .bind(&runs_json)
+        .bind(&cutoff)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut sets: std::collections::BTreeSet<i64> = sqlx::query_scalar(
+            "SELECT prefix_set_id FROM snapshots WHERE run_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&runs_json)
+        .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.err(e))?
-        .rows_affected();
+        .into_iter()
+        .collect();
+        let mut apply_ids = Vec::with_capacity(applies.len());
+        for a in &applies {
+            apply_ids.push(a.get::<i64, _>(0));
+            sets.extend(a.get::<Option<i64>, _>(1));
+            sets.extend(a.get::<Option<i64>, _>(2));
+        }
+        sqlx::query("DELETE FROM applies WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(ids_json(&apply_ids))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let deleted = sqlx::query("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?1))")
+            .bind(&runs_json)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+            .rows_affected();
+        let sets: Vec<i64> = sets.into_iter().collect();
         sqlx::query(
-            "DELETE FROM prefix_sets WHERE id NOT IN (SELECT prefix_set_id FROM snapshots)",
+            "DELETE FROM prefix_sets WHERE id IN (SELECT value FROM json_each(?1))
+               AND NOT EXISTS (SELECT 1 FROM snapshots WHERE prefix_set_id = prefix_sets.id)
+               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_before_set = prefix_sets.id)
+               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_after_set = prefix_sets.id)",
         )
+        .bind(ids_json(&sets))
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
@@ -591,27 +640,40 @@ async fn insert_run(
     Ok(id)
 }
 
+/// Stores a prefix set once per distinct content (by the SHA-256 of its
+/// canonical text) and returns its id.
+pub(crate) async fn store_prefix_set(
+    tx: &mut Transaction<'_, Sqlite>,
+    set: &PrefixSet,
+) -> Result<i64, sqlx::Error> {
+    let text = set.to_lines();
+    let sha = sha256_hex(text.as_bytes());
+    let existing: Option<i64> = sqlx::query_scalar("SELECT id FROM prefix_sets WHERE sha256 = ?1")
+        .bind(&sha)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    let id = sqlx::query(
+        "INSERT INTO prefix_sets (sha256, ipv4_count, ipv6_count, prefixes) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .bind(&sha)
+    .bind(set.v4().len() as i64)
+    .bind(set.v6().len() as i64)
+    .bind(&text)
+    .execute(&mut **tx)
+    .await?
+    .last_insert_rowid();
+    Ok(id)
+}
+
 async fn insert_snapshot(
     tx: &mut Transaction<'_, Sqlite>,
     run_id: i64,
     tag: &TagState,
 ) -> Result<TagChange, sqlx::Error> {
-    let text = tag.prefixes.to_lines();
-    let sha = sha256_hex(text.as_bytes());
-    sqlx::query(
-        "INSERT INTO prefix_sets (sha256, ipv4_count, ipv6_count, prefixes) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (sha256) DO NOTHING",
-    )
-    .bind(&sha)
-    .bind(tag.prefixes.v4().len() as i64)
-    .bind(tag.prefixes.v6().len() as i64)
-    .bind(&text)
-    .execute(&mut **tx)
-    .await?;
-    let set_id: i64 = sqlx::query_scalar("SELECT id FROM prefix_sets WHERE sha256 = ?1")
-        .bind(&sha)
-        .fetch_one(&mut **tx)
-        .await?;
+    let set_id = store_prefix_set(tx, &tag.prefixes).await?;
     let previous = sqlx::query(
         "SELECT s.id, s.run_id, s.change_number, p.prefixes, s.prefix_set_id FROM snapshots s
          JOIN prefix_sets p ON p.id = s.prefix_set_id WHERE s.tag = ?1 ORDER BY s.id DESC LIMIT 1",

@@ -30,6 +30,16 @@ pub struct ApplyEntry {
     pub drift: Vec<String>,
 }
 
+/// A change to a target's ownership ledger.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerChange {
+    pub added: PrefixSet,
+    pub removed: PrefixSet,
+    pub desired: PrefixSet,
+    /// Taken over with `targets adopt` rather than written.
+    pub adopted: bool,
+}
+
 /// One apply, as recorded.
 #[derive(Debug, Clone, Default)]
 pub struct ApplyRecord {
@@ -82,21 +92,28 @@ impl History {
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
         let rules = sqlx::query(
-            "SELECT a.target, a.rules_after, (SELECT COUNT(*) FROM ownership o WHERE o.target = a.target)
-             FROM applies a WHERE a.id IN (SELECT MAX(id) FROM applies GROUP BY target)",
+            "SELECT a.target, a.rules_after, (SELECT COUNT(*) FROM ownership o WHERE o.target = a.target),
+                    p.ipv4_count + p.ipv6_count
+             FROM applies a LEFT JOIN prefix_sets p ON p.id = a.rules_after_set
+             WHERE a.id IN (SELECT MAX(id) FROM applies GROUP BY target)",
         )
         .fetch_all(self.pool())
         .await
         .map_err(|e| self.query_err(e))?
         .iter()
         .map(|r| {
-            let after: String = r.get(1);
             let owned: i64 = r.get(2);
-            (
-                r.get(0),
-                after.lines().filter(|l| !l.is_empty()).count(),
-                usize::try_from(owned).unwrap_or(0),
-            )
+            // Rows from before the prefix-set columns keep their text.
+            let after = r.get::<Option<i64>, _>(3).map_or_else(
+                || {
+                    r.get::<&str, _>(1)
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .count()
+                },
+                |n| usize::try_from(n).unwrap_or(0),
+            );
+            (r.get(0), after, usize::try_from(owned).unwrap_or(0))
         })
         .collect();
         Ok(Recovered {
@@ -198,55 +215,72 @@ impl History {
         .map_err(|e| self.query_err(e))
     }
 
-    /// Updates the ledger after a write (or a no-change run) in one
-    /// transaction: `added` becomes owned, `removed` is forgotten, and owned
-    /// prefixes still `desired` are stamped as desired now.
+    /// Updates the ledger (adopt) in one transaction.
     pub async fn update_ledger(
         &self,
         target: &TargetSpec,
-        added: &PrefixSet,
-        removed: &PrefixSet,
-        desired: &PrefixSet,
-        adopted: bool,
+        change: &LedgerChange,
     ) -> Result<(), HistoryError> {
         let stamp = now();
         let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
         self.ensure_target(&mut tx, target, &stamp).await?;
-        for net in added.iter() {
+        self.change_ledger(&mut tx, target, change, &stamp).await?;
+        tx.commit().await.map_err(|e| self.query_err(e))
+    }
+
+    /// Applies a ledger change in the caller's transaction: `added`
+    /// becomes owned, `removed` is forgotten, owned prefixes still
+    /// `desired` are stamped as desired now, and the target's pending
+    /// additions are settled (the write's outcome is recorded). One
+    /// statement each, however many prefixes (the lists travel as JSON).
+    async fn change_ledger(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        target: &TargetSpec,
+        change: &LedgerChange,
+        stamp: &str,
+    ) -> Result<(), HistoryError> {
+        let json = |set: &PrefixSet| {
+            serde_json::to_string(&set.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap_or_else(|_| "[]".into())
+        };
+        if !change.added.is_empty() {
             sqlx::query(
-                "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted) VALUES (?1, ?2, ?3, ?3, ?4)
+                "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted)
+                 SELECT ?1, value, ?3, ?3, ?4 FROM json_each(?2) WHERE true
                  ON CONFLICT (target, prefix) DO UPDATE SET last_desired_at = excluded.last_desired_at",
             )
             .bind(&target.name)
-            .bind(net.to_string())
-            .bind(&stamp)
-            .bind(adopted)
-            .execute(&mut *tx)
+            .bind(json(&change.added))
+            .bind(stamp)
+            .bind(change.adopted)
+            .execute(&mut **tx)
             .await
             .map_err(|e| self.query_err(e))?;
         }
-        for net in removed.iter() {
-            sqlx::query("DELETE FROM ownership WHERE target = ?1 AND prefix = ?2")
-                .bind(&target.name)
-                .bind(net.to_string())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.query_err(e))?;
-        }
-        for net in desired.iter() {
+        if !change.removed.is_empty() {
             sqlx::query(
-                "UPDATE ownership SET last_desired_at = ?3 WHERE target = ?1 AND prefix = ?2",
+                "DELETE FROM ownership WHERE target = ?1 AND prefix IN (SELECT value FROM json_each(?2))",
             )
             .bind(&target.name)
-            .bind(net.to_string())
-            .bind(&stamp)
-            .execute(&mut *tx)
+            .bind(json(&change.removed))
+            .execute(&mut **tx)
             .await
             .map_err(|e| self.query_err(e))?;
         }
-        // The write's outcome is now recorded: its intent is settled.
-        self.clear_pending(&mut tx, &target.name).await?;
-        tx.commit().await.map_err(|e| self.query_err(e))
+        if !change.desired.is_empty() {
+            sqlx::query(
+                "UPDATE ownership SET last_desired_at = ?3
+                 WHERE target = ?1 AND prefix IN (SELECT value FROM json_each(?2))",
+            )
+            .bind(&target.name)
+            .bind(json(&change.desired))
+            .bind(stamp)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        }
+        self.clear_pending(tx, &target.name).await
     }
 
     /// Records the additions a write is about to make (write-ahead), in
@@ -399,9 +433,13 @@ impl History {
     /// Applies of a target, newest first.
     pub async fn applies(&self, target: &str, limit: u32) -> Result<Vec<ApplyEntry>, HistoryError> {
         let rows = sqlx::query(
-            "SELECT id, run_id, resource_id, started_at, outcome, guard, error, rules_before, rules_after,
-                    added, removed, drift
-             FROM applies WHERE target = ?1 ORDER BY id DESC LIMIT ?2",
+            "SELECT a.id, a.run_id, a.resource_id, a.started_at, a.outcome, a.guard, a.error,
+                    a.rules_before, a.rules_after, a.added, a.removed, a.drift,
+                    pb.ipv4_count + pb.ipv6_count, pa.ipv4_count + pa.ipv6_count
+             FROM applies a
+             LEFT JOIN prefix_sets pb ON pb.id = a.rules_before_set
+             LEFT JOIN prefix_sets pa ON pa.id = a.rules_after_set
+             WHERE a.target = ?1 ORDER BY a.id DESC LIMIT ?2",
         )
         .bind(target)
         .bind(limit)
@@ -424,16 +462,15 @@ impl History {
                 outcome: r.get(4),
                 guard: r.get(5),
                 error: r.get(6),
-                rules_before: r
-                    .get::<&str, _>(7)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .count(),
-                rules_after: r
-                    .get::<&str, _>(8)
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .count(),
+                // Rows from before the prefix-set columns keep their text.
+                rules_before: r.get::<Option<i64>, _>(12).map_or_else(
+                    || lines(r.get(7)).len(),
+                    |n| usize::try_from(n).unwrap_or_default(),
+                ),
+                rules_after: r.get::<Option<i64>, _>(13).map_or_else(
+                    || lines(r.get(8)).len(),
+                    |n| usize::try_from(n).unwrap_or_default(),
+                ),
                 added: lines(r.get(9)),
                 removed: lines(r.get(10)),
                 drift: lines(r.get(11)),
@@ -441,33 +478,55 @@ impl History {
             .collect())
     }
 
-    pub async fn record_apply(
+    /// Records a target's apply, and with `change` its ledger update, in
+    /// one transaction: one synced commit per target and run. The rule
+    /// sets before and after are stored prefix sets, shared by every apply
+    /// (and snapshot) with the same content.
+    pub async fn record_outcome(
         &self,
         target: &TargetSpec,
+        change: Option<&LedgerChange>,
         rec: &ApplyRecord,
     ) -> Result<i64, HistoryError> {
+        let stamp = now();
+        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        if let Some(change) = change {
+            self.ensure_target(&mut tx, target, &stamp).await?;
+            self.change_ledger(&mut tx, target, change, &stamp).await?;
+        }
+        let before = crate::history::store_prefix_set(&mut tx, &rec.rules_before)
+            .await
+            .map_err(|e| self.query_err(e))?;
+        let after = if rec.rules_after == rec.rules_before {
+            before
+        } else {
+            crate::history::store_prefix_set(&mut tx, &rec.rules_after)
+                .await
+                .map_err(|e| self.query_err(e))?
+        };
         let id = sqlx::query(
             "INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome, guard, error,
-                 rules_before, rules_after, added, removed, drift)
+                 rules_before_set, rules_after_set, added, removed, drift)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )
         .bind(rec.run_id)
         .bind(&target.name)
         .bind(&target.resource.id)
         .bind(&rec.started_at)
-        .bind(now())
+        .bind(&stamp)
         .bind(&rec.outcome)
         .bind(&rec.guard)
         .bind(&rec.error)
-        .bind(rec.rules_before.to_lines())
-        .bind(rec.rules_after.to_lines())
+        .bind(before)
+        .bind(after)
         .bind(rec.added.to_lines())
         .bind(rec.removed.to_lines())
         .bind(rec.drift.to_lines())
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await
         .map_err(|e| self.query_err(e))?
         .last_insert_rowid();
+        tx.commit().await.map_err(|e| self.query_err(e))?;
         Ok(id)
     }
 }

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::azure::arm::Transport;
 use crate::history::{History, now};
-use crate::ledger::ApplyRecord;
+use crate::ledger::{ApplyRecord, LedgerChange};
 use crate::plan::{FitReport, FitSettings, Fitted, Guard, Ledger, Policy, TargetPlan, fit, plan};
 use crate::prefix::PrefixSet;
 use crate::tags::TagState;
@@ -489,7 +489,15 @@ async fn reconcile_one(
             };
             if let Err(e) = ctx
                 .history
-                .update_ledger(target, &adopt, &PrefixSet::new(), &adopt, true)
+                .update_ledger(
+                    target,
+                    &LedgerChange {
+                        added: adopt.clone(),
+                        removed: PrefixSet::new(),
+                        desired: adopt.clone(),
+                        adopted: true,
+                    },
+                )
                 .await
             {
                 fail!(e, Some(live));
@@ -517,20 +525,11 @@ async fn reconcile_one(
     let desired = report.desired.clone().unwrap_or(desired);
     if !p.has_changes() {
         report.outcome = Outcome::Unchanged;
-        if let Err(e) = ctx
-            .history
-            .update_ledger(
-                target,
-                &PrefixSet::new(),
-                &PrefixSet::new(),
-                &desired,
-                false,
-            )
-            .await
-        {
-            fail!(e, Some(live));
-        }
-        return finish(ctx, target, report, &started_at, Some(live)).await;
+        let change = LedgerChange {
+            desired,
+            ..LedgerChange::default()
+        };
+        return finish_with(ctx, target, report, &started_at, Some(live), Some(change)).await;
     }
     if ctx.stopping() {
         fail!(
@@ -590,13 +589,6 @@ async fn reconcile_one(
     // 5. The ledger: what was written and is there now.
     let added = p.add.intersection(&after.rules.ip);
     let removed = p.remove.difference(&after.rules.ip);
-    if let Err(e) = ctx
-        .history
-        .update_ledger(target, &added, &removed, &desired, false)
-        .await
-    {
-        fail!(e, Some(after));
-    }
     report.outcome = if report.drift.is_empty() {
         Outcome::Applied
     } else {
@@ -604,11 +596,16 @@ async fn reconcile_one(
     };
     report.plan = Some(p);
     tracing::info!(target = %target.name, added = added.len(), removed = removed.len(), "applied");
-    finish(ctx, target, report, &started_at, Some(after)).await
+    let change = LedgerChange {
+        added,
+        removed,
+        desired,
+        adopted: false,
+    };
+    finish_with(ctx, target, report, &started_at, Some(after), Some(change)).await
 }
 
-/// Logs a failure, records the target's metrics and its apply (in the
-/// modes that record them), and wraps up the report.
+/// [`finish_with`] without a ledger change.
 async fn finish(
     ctx: &Context,
     target: &TargetSpec,
@@ -616,12 +613,22 @@ async fn finish(
     started_at: &str,
     live: Option<LiveState>,
 ) -> TargetRun {
-    if let Some(e) = &report.error {
-        tracing::error!(target = %target.name, outcome = report.outcome.as_str(), "{e}");
-    }
-    if ctx.step.records_metrics() {
-        record_target_metrics(&report);
-    }
+    finish_with(ctx, target, report, started_at, live, None).await
+}
+
+/// Records the target's apply, with its ledger change in the same
+/// transaction (in the modes that record them), logs a failure, records the
+/// target's metrics, and wraps up the report. If the ledger cannot be
+/// recorded the target has failed: its pending additions stay, and the next
+/// run settles them against the live rules.
+async fn finish_with(
+    ctx: &Context,
+    target: &TargetSpec,
+    mut report: TargetReport,
+    started_at: &str,
+    live: Option<LiveState>,
+    change: Option<LedgerChange>,
+) -> TargetRun {
     if ctx.step.writes() {
         let (add, remove) = report
             .plan
@@ -646,9 +653,33 @@ async fn finish(
             removed: remove,
             drift: report.drift.clone(),
         };
-        if let Err(e) = ctx.history.record_apply(target, &rec).await {
-            tracing::error!(target = %target.name, "cannot record the apply: {e}");
+        if let Err(e) = ctx
+            .history
+            .record_outcome(target, change.as_ref(), &rec)
+            .await
+        {
+            if change.is_some() {
+                report.fail(format!(
+                    "cannot record the ledger: {e}; the next run settles what was written"
+                ));
+                let failed = ApplyRecord {
+                    outcome: report.outcome.as_str().to_owned(),
+                    error: report.error.clone(),
+                    ..rec
+                };
+                if let Err(e) = ctx.history.record_outcome(target, None, &failed).await {
+                    tracing::error!(target = %target.name, "cannot record the apply: {e}");
+                }
+            } else {
+                tracing::error!(target = %target.name, "cannot record the apply: {e}");
+            }
         }
+    }
+    if let Some(e) = &report.error {
+        tracing::error!(target = %target.name, outcome = report.outcome.as_str(), "{e}");
+    }
+    if ctx.step.records_metrics() {
+        record_target_metrics(&report);
     }
     TargetRun::new(report, live)
 }

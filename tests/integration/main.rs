@@ -11,6 +11,7 @@ mod fake_arm;
 mod fake_http;
 mod faults;
 mod fidelity;
+mod lean_history;
 mod new_kinds;
 mod ops;
 mod props;

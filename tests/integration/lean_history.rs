@@ -1,0 +1,186 @@
+//! A lean history: an unchanged run costs little per target, applies refer
+//! to shared prefix sets, and retention prunes applies with their runs.
+
+use crate::util::*;
+use crate::world::{P1, P2, World, world};
+
+/// 100 addresses of 20.0.0.0/16, one /32 each: 100 rules on every target.
+fn many() -> Vec<String> {
+    (0..100).map(|i| format!("20.0.{i}.1/32")).collect()
+}
+
+fn sync_many(w: &World, change: u64) -> Run {
+    let prefixes = many();
+    let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+    w.sync(&refs, change, &[])
+}
+
+fn checkpointed_size(w: &World) -> u64 {
+    execute_sql(&w.dir.db(), "PRAGMA wal_checkpoint(TRUNCATE)");
+    std::fs::metadata(w.dir.db()).expect("db").len()
+}
+
+fn scalar(w: &World, sql: &'static str) -> i64 {
+    with_db(&w.dir.db(), async |pool| {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    })
+}
+
+#[test]
+fn an_unchanged_run_costs_under_a_kilobyte_per_target() {
+    let w = world("Standard", "");
+    sync_many(&w, 10).assert_code(0);
+    sync_many(&w, 10).assert_code(0);
+    let before = checkpointed_size(&w);
+    let runs = 12;
+    for _ in 0..runs {
+        let run = sync_many(&w, 10);
+        run.assert_code(0);
+        let report = run.json();
+        for t in report["targets"].as_array().expect("targets") {
+            assert_eq!(t["outcome"], "unchanged", "{t}");
+        }
+    }
+    let grown = checkpointed_size(&w) - before;
+    let per_target_run = grown / (runs * 3);
+    // Each target holds about 100 rules (1.7 KB of text, twice per apply
+    // if copied); a reference to the shared set is a few bytes.
+    assert!(
+        per_target_run < 1024,
+        "{grown} bytes for {runs} unchanged runs of 3 targets: {per_target_run} per target and run"
+    );
+    // Every apply of an unchanged target refers to one stored set.
+    let sets = scalar(
+        &w,
+        "SELECT COUNT(DISTINCT rules_after_set) FROM applies WHERE outcome = 'unchanged'",
+    );
+    assert_eq!(sets, 3, "one rule set per target");
+}
+
+#[test]
+fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
+    let w = world("Standard", "");
+    w.sync(&[P1], 10, &[]).assert_code(0);
+    w.sync(&[P1, P2], 11, &[]).assert_code(0);
+    w.sync(&[P1, P2], 11, &[]).assert_code(0);
+    assert_eq!(scalar(&w, "SELECT COUNT(*) FROM applies"), 9);
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+    );
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z'",
+    );
+    // A new run over one target only, with retention.
+    let f = w.dir.write("feed.json", crate::world::feed(&[P2], 12));
+    let run = w.run_env(
+        &[
+            "sync",
+            "--target",
+            "adt-events",
+            "--force",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+        ],
+        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
+    );
+    run.assert_code(0);
+    assert_eq!(run.json()["pruned_runs"], 3);
+    let old_applies = || {
+        with_db(&w.dir.db(), async |pool| {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT target, COUNT(*) FROM applies WHERE started_at < '2021-01-01'
+                 GROUP BY target ORDER BY target",
+            )
+            .fetch_all(pool)
+            .await
+            .expect("applies")
+        })
+    };
+    // Pruning comes with recording the feed, before this run's targets:
+    // each target keeps its latest apply of then, however old.
+    assert_eq!(
+        old_applies(),
+        [
+            ("adt-deadletter".to_owned(), 1),
+            ("adt-events".to_owned(), 1),
+            ("adt-queue".to_owned(), 1)
+        ]
+    );
+    // The next run prunes adt-events' old apply (it has a newer one now);
+    // the two targets no run touched keep theirs.
+    w.run_env(
+        &[
+            "sync",
+            "--target",
+            "adt-events",
+            "--feed-file",
+            f.to_str().expect("utf-8"),
+        ],
+        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
+    )
+    .assert_code(0);
+    assert_eq!(
+        old_applies(),
+        [
+            ("adt-deadletter".to_owned(), 1),
+            ("adt-queue".to_owned(), 1)
+        ]
+    );
+    assert_eq!(
+        scalar(
+            &w,
+            "SELECT COUNT(*) FROM applies WHERE target = 'adt-events'"
+        ),
+        2
+    );
+    // No prefix set is left that nothing refers to, and every reference
+    // still resolves.
+    let orphans = scalar(
+        &w,
+        "SELECT COUNT(*) FROM prefix_sets p WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.prefix_set_id = p.id)
+           AND NOT EXISTS (SELECT 1 FROM applies a WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id)",
+    );
+    assert_eq!(orphans, 0);
+    let dangling = scalar(
+        &w,
+        "SELECT COUNT(*) FROM applies a WHERE NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_after_set)
+            OR NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_before_set)",
+    );
+    assert_eq!(dangling, 0);
+    // The kept applies still read back with their rule counts.
+    let history = w.run(&["history", "--target", "adt-queue"]);
+    history.assert_code(0);
+    let list = history.json();
+    assert_eq!(list[0]["rules_after"], 3, "{list}");
+}
+
+#[test]
+fn applies_recorded_before_the_prefix_set_columns_still_read() {
+    let w = world("Standard", "");
+    w.sync(&[P1], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    // A row as the previous schema wrote it: rule lists as text.
+    execute_sql(
+        &w.dir.db(),
+        "INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome, rules_before, rules_after, added)
+         VALUES (NULL, 'adt-events', 'x', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'applied',
+                 '1.1.1.1/32', '1.1.1.1/32\n20.0.0.1/32\n20.0.0.2/32', '20.0.0.1/32\n20.0.0.2/32')",
+    );
+    let history = w.run(&["history", "--target", "adt-events"]);
+    history.assert_code(0);
+    let list = history.json();
+    let old = list
+        .as_array()
+        .expect("applies")
+        .iter()
+        .find(|a| a["resource_id"] == "x")
+        .expect("the old row");
+    assert_eq!(old["rules_before"], 1);
+    assert_eq!(old["rules_after"], 3);
+    assert_eq!(old["added"].as_array().map(Vec::len), Some(2));
+}
