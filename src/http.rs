@@ -165,24 +165,38 @@ impl HttpError {
     }
 }
 
-/// The HTTP client tagsync downloads with.
+/// The HTTP client tagsync downloads with. The reqwest client (and with it
+/// the system's root certificates, parsed when a TLS client is built) is
+/// made at the first download, so a run that reads its feed from a file
+/// never builds it.
 #[derive(Clone)]
 pub struct HttpClient {
-    client: reqwest::Client,
+    client: std::sync::Arc<std::sync::OnceLock<Result<reqwest::Client, String>>>,
     settings: HttpSettings,
 }
 
 impl HttpClient {
     pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
-        let client = reqwest::Client::builder()
-            .user_agent(user_agent())
-            .redirect(no_downgrade())
-            .connect_timeout(settings.connect_timeout)
-            .read_timeout(settings.timeout)
-            .timeout(settings.timeout)
-            .build()
-            .map_err(|e| HttpError::Client(e.to_string()))?;
-        Ok(Self { client, settings })
+        Ok(Self {
+            client: Default::default(),
+            settings,
+        })
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, HttpError> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .user_agent(user_agent())
+                    .redirect(no_downgrade())
+                    .connect_timeout(self.settings.connect_timeout)
+                    .read_timeout(self.settings.timeout)
+                    .timeout(self.settings.timeout)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| HttpError::Client(e.clone()))
     }
 
     /// GETs `url` with retries. With `validators`, sends `If-None-Match` /
@@ -243,7 +257,7 @@ impl HttpClient {
         validators: Option<&Validators>,
         cap: u64,
     ) -> Result<Fetch, Attempt> {
-        let mut req = self.client.get(url);
+        let mut req = self.client().map_err(Attempt::Fatal)?.get(url);
         if let Some(v) = validators {
             if let Some(etag) = &v.etag {
                 req = req.header(IF_NONE_MATCH, etag);
