@@ -10,6 +10,7 @@
 
 pub mod scan;
 pub(crate) mod source;
+pub(crate) mod validate;
 
 pub use scan::{ScannedFeed, scan};
 

@@ -5,13 +5,11 @@
 //! into one buffer costs more than parsing it (fresh pages fault in), and a
 //! full parse validates every one of ~140,000 strings nobody will use. This
 //! scanner reads through a small reused window, walks the top level and each
-//! tag's `name` exactly, skips unselected tags with one vectorised
-//! `memchr3` pass that tracks only strings and brackets, and hands the raw
-//! bytes of the selected tags to serde_json, which validates those fully.
-//!
-//! What it does not do: validate the inside of tags it skips beyond string
-//! and bracket balance. A feed truncated or cut anywhere is still refused,
-//! because the brackets never balance.
+//! tag's `name` exactly, and hands the raw bytes of the selected tags to
+//! serde_json. Every byte it skips is validated on the way
+//! ([`super::validate`]: structure, strings and their escapes, numbers,
+//! literals, UTF-8), so a feed damaged anywhere, not only in the selected
+//! tags, is refused.
 
 use std::borrow::Cow;
 use std::io::{self, Read};
@@ -224,7 +222,7 @@ impl<R: Read> Window<R> {
                 Some(i) if rest[i] == b'"' => {
                     out.extend_from_slice(&rest[..i]);
                     self.pos += i + 1;
-                    return Ok(());
+                    return super::validate::check_string(out);
                 }
                 Some(i) => {
                     out.extend_from_slice(&rest[..=i]);
@@ -256,64 +254,30 @@ impl<R: Read> Window<R> {
         Ok(())
     }
 
-    /// Skips the rest of a container whose opening bracket was consumed.
-    ///
-    /// Only strings and this container's own bracket kind matter: in valid
-    /// JSON the other kind is balanced inside it. It jumps from bracket to
-    /// bracket (`memchr2`) and learns whether a bracket is inside a string
-    /// from the parity of the quotes before it (a vectorised count). A span
-    /// holding a backslash, which no real feed has, is walked byte by byte
-    /// so escaped quotes are handled exactly.
-    fn skip_container(&mut self, open: u8, close: u8) -> Result<(), FeedError> {
-        let mut depth = 1usize;
-        let mut in_string = false;
-        // A backslash ended the previous window: its first byte is escaped.
-        let mut escaped = false;
+    /// Skips the rest of a container whose opening bracket was consumed,
+    /// validating it.
+    fn skip_container(&mut self, open: u8) -> Result<(), FeedError> {
+        self.skip_with(super::validate::Validator::inside(open))
+    }
+
+    /// Skips the rest of an object whose first members were read,
+    /// validating it.
+    fn skip_rest_of_object(&mut self) -> Result<(), FeedError> {
+        self.skip_with(super::validate::Validator::after_member())
+    }
+
+    fn skip_with(&mut self, mut v: super::validate::Validator) -> Result<(), FeedError> {
         loop {
             if !self.fill()? {
                 return Err(truncated("the end of a list or object"));
             }
-            let start = self.pos;
-            let window = &self.buf[start..self.end];
-            let mut i = 0;
-            if escaped {
-                escaped = false;
-                i = 1;
-            }
-            while i <= window.len() {
-                let bracket = memchr::memchr2(open, close, &window[i..]).map(|r| i + r);
-                let span = &window[i..bracket.unwrap_or(window.len())];
-                if memchr::memchr(b'\\', span).is_none() {
-                    if memchr::memchr_iter(b'"', span).count() % 2 == 1 {
-                        in_string = !in_string;
-                    }
-                } else {
-                    for &b in span {
-                        if escaped {
-                            escaped = false;
-                        } else if b == b'"' {
-                            in_string = !in_string;
-                        } else if b == b'\\' && in_string {
-                            escaped = true;
-                        }
-                    }
+            match v.feed(&self.buf[self.pos..self.end])? {
+                Some(n) => {
+                    self.pos += n;
+                    return Ok(());
                 }
-                let Some(at) = bracket else { break };
-                escaped = false;
-                if !in_string {
-                    if window[at] == open {
-                        depth += 1;
-                    } else {
-                        depth -= 1;
-                        if depth == 0 {
-                            self.pos = start + at + 1;
-                            return Ok(());
-                        }
-                    }
-                }
-                i = at + 1;
+                None => self.pos = self.end,
             }
-            self.pos = self.end;
         }
     }
 
@@ -322,17 +286,20 @@ impl<R: Read> Window<R> {
         match self.next_non_ws()? {
             Some(b'{') => {
                 self.bump();
-                self.skip_container(b'{', b'}')
+                self.skip_container(b'{')
             }
             Some(b'[') => {
                 self.bump();
-                self.skip_container(b'[', b']')
+                self.skip_container(b'[')
             }
             Some(b'"') => {
                 self.bump();
                 self.read_raw_string(scratch)
             }
-            Some(_) => self.read_scalar(scratch),
+            Some(_) => {
+                self.read_scalar(scratch)?;
+                super::validate::check_scalar(scratch)
+            }
             None => Err(truncated("a value")),
         }
     }
@@ -515,7 +482,9 @@ impl<R: Read> Scanner<'_, R> {
             self.input.bump();
             // Fast path: every real feed writes `name` first.
             let mut name = None;
+            let mut first_member = false;
             if self.input.next_non_ws()? == Some(b'"') {
+                first_member = true;
                 self.input.bump();
                 self.input.read_raw_string(&mut key)?;
                 if key == b"name" {
@@ -531,21 +500,23 @@ impl<R: Read> Scanner<'_, R> {
             match name {
                 Some(name) if !(self.keep)(&name) => {
                     self.input.drop_capture();
-                    self.input.skip_container(b'{', b'}')?;
+                    self.input.skip_rest_of_object()?;
                     names.push(name);
                 }
                 Some(name) => {
-                    self.input.skip_container(b'{', b'}')?;
+                    self.input.skip_rest_of_object()?;
                     kept.push((name.clone(), self.input.stop_capture()));
                     names.push(name);
                 }
                 None => {
                     // Unusual key order or an empty object: capture it whole
                     // and let serde_json find the name.
-                    if self.input.next_non_ws()? == Some(b'}') {
+                    if first_member {
+                        self.input.skip_rest_of_object()?;
+                    } else if self.input.next_non_ws()? == Some(b'}') {
                         self.input.bump();
                     } else {
-                        self.input.skip_container(b'{', b'}')?;
+                        self.input.skip_container(b'{')?;
                     }
                     let raw = self.input.stop_capture();
                     #[derive(Deserialize)]

@@ -126,6 +126,60 @@ proptest! {
     }
 }
 
+/// A small feed in the real one's shape: pretty-printed, `name` first in
+/// every tag (the scanner's fast path), several tags.
+fn small_feed() -> String {
+    let tags: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "    {{\n      \"name\": \"Tag{i}\",\n      \"id\": \"Tag{i}\",\n      \"properties\": {{\n        \"changeNumber\": {i},\n        \"region\": \"westeurope\",\n        \"regionId\": 18,\n        \"addressPrefixes\": [\n          \"20.0.{i}.0/24\",\n          \"2603:1000::/48\"\n        ],\n        \"networkFeatures\": [\"API\", \"NSG\"],\n        \"note\": null, \"ok\": true, \"weight\": -1.5e3\n      }}\n    }}"
+            )
+        })
+        .collect();
+    let doc = format!(
+        "{{\n  \"changeNumber\": 77,\n  \"cloud\": \"Public\",\n  \"values\": [\n{}\n  ]\n}}\n",
+        tags.join(",\n")
+    );
+    assert!(serde_json::from_str::<serde::de::IgnoredAny>(&doc).is_ok());
+    doc
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Damage anywhere (a byte replaced, dropped or inserted) that makes
+    /// the document invalid JSON is refused, whichever tag is selected and
+    /// wherever the window cuts: nothing outside the selected tags escapes
+    /// validation.
+    #[test]
+    fn a_feed_damaged_anywhere_is_refused(
+        at in any::<prop::sample::Index>(),
+        kind in 0u8..3,
+        byte in prop_oneof![
+            Just(b'"'), Just(b','), Just(b'}'), Just(b']'), Just(b'{'), Just(b'['), Just(b':'),
+            Just(b'\\'), Just(0x01u8), Just(0xFFu8), Just(0xC3u8), Just(b'x'), Just(b'0'), Just(b'-'),
+            Just(b' '), Just(b'e'), Just(b'.'),
+        ],
+        window in 1usize..80,
+        selected in 0usize..6,
+    ) {
+        let good = small_feed();
+        let mut bytes = good.into_bytes();
+        let i = at.index(bytes.len());
+        match kind {
+            0 => bytes[i] = byte,
+            1 => { bytes.remove(i); }
+            _ => bytes.insert(i, byte),
+        }
+        let valid_json = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+        let name = format!("Tag{selected}");
+        let scanned = scan_with_window(bytes.as_slice(), window, |n| n == name);
+        if !valid_json {
+            prop_assert!(scanned.is_err(), "accepted damage at {i} ({kind}, {byte:#x}): {}", String::from_utf8_lossy(&bytes));
+        }
+    }
+}
+
 mod fit {
     use std::collections::BTreeSet;
 
