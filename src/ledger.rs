@@ -28,6 +28,10 @@ pub struct ApplyEntry {
     pub added: Vec<String>,
     pub removed: Vec<String>,
     pub drift: Vec<String>,
+    /// Consecutive unchanged runs this entry stands for (1 for any other).
+    pub repeats: i64,
+    /// When the last of them finished.
+    pub finished_at: String,
 }
 
 /// A change to a target's ownership ledger.
@@ -435,7 +439,8 @@ impl History {
         let rows = sqlx::query(
             "SELECT a.id, a.run_id, a.resource_id, a.started_at, a.outcome, a.guard, a.error,
                     a.rules_before, a.rules_after, a.added, a.removed, a.drift,
-                    pb.ipv4_count + pb.ipv6_count, pa.ipv4_count + pa.ipv6_count
+                    pb.ipv4_count + pb.ipv6_count, pa.ipv4_count + pa.ipv6_count,
+                    a.repeats, a.finished_at
              FROM applies a
              LEFT JOIN prefix_sets pb ON pb.id = a.rules_before_set
              LEFT JOIN prefix_sets pa ON pa.id = a.rules_after_set
@@ -474,6 +479,8 @@ impl History {
                 added: lines(r.get(9)),
                 removed: lines(r.get(10)),
                 drift: lines(r.get(11)),
+                repeats: r.get(14),
+                finished_at: r.get(15),
             })
             .collect())
     }
@@ -504,6 +511,33 @@ impl History {
                 .await
                 .map_err(|e| self.query_err(e))?
         };
+        // Another unchanged run on the same rules extends the target's last
+        // entry instead of adding one.
+        if rec.outcome == "unchanged" && rec.error.is_none() && rec.guard.is_none() {
+            let extended = sqlx::query(
+                "UPDATE applies SET run_id = ?1, finished_at = ?2, repeats = repeats + 1
+                 WHERE id = (SELECT MAX(id) FROM applies WHERE target = ?3)
+                   AND outcome = 'unchanged' AND error IS NULL AND guard IS NULL
+                   AND resource_id = ?4 AND rules_after_set = ?5 AND rules_before_set = ?5",
+            )
+            .bind(rec.run_id)
+            .bind(&stamp)
+            .bind(&target.name)
+            .bind(&target.resource.id)
+            .bind(after)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+            if extended.rows_affected() == 1 {
+                let id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM applies WHERE target = ?1")
+                    .bind(&target.name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(e))?;
+                tx.commit().await.map_err(|e| self.query_err(e))?;
+                return Ok(id);
+            }
+        }
         let id = sqlx::query(
             "INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome, guard, error,
                  rules_before_set, rules_after_set, added, removed, drift)

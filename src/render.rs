@@ -610,14 +610,22 @@ pub fn applies_human(target: &str, applies: &[crate::ledger::ApplyEntry]) -> Str
     for a in applies {
         let _ = writeln!(
             out,
-            "{:>5}  {:<20}  {:<9}  {:>5}  {:>13}  +{} -{}",
+            "{:>5}  {:<20}  {:<9}  {:>5}  {:>13}  +{} -{}{}",
             a.apply_id,
             a.started_at,
             a.outcome,
             a.run_id.map_or("-".into(), |r| r.to_string()),
             format!("{} -> {}", a.rules_before, a.rules_after),
             a.added.len(),
-            a.removed.len()
+            a.removed.len(),
+            if a.repeats > 1 {
+                format!(
+                    "  ({} runs in a row, the last at {})",
+                    a.repeats, a.finished_at
+                )
+            } else {
+                String::new()
+            }
         );
         for p in &a.added {
             let _ = writeln!(out, "             + {p}");

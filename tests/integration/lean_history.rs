@@ -2,7 +2,7 @@
 //! to shared prefix sets, and retention prunes applies with their runs.
 
 use crate::util::*;
-use crate::world::{P1, P2, World, world};
+use crate::world::{P1, P2, P4, World, world};
 
 /// 100 addresses of 20.0.0.0/16, one /32 each: 100 rules on every target.
 fn many() -> Vec<String> {
@@ -75,14 +75,15 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
         &w.dir.db(),
         "UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z'",
     );
-    // A new run over one target only, with retention.
-    let f = w.dir.write("feed.json", crate::world::feed(&[P2], 12));
+    // A new run over one target only, with retention, that changes it.
+    let f = w
+        .dir
+        .write("feed.json", crate::world::feed(&[P1, P2, P4], 12));
     let run = w.run_env(
         &[
             "sync",
             "--target",
             "adt-events",
-            "--force",
             "--feed-file",
             f.to_str().expect("utf-8"),
         ],
@@ -183,4 +184,56 @@ fn applies_recorded_before_the_prefix_set_columns_still_read() {
     assert_eq!(old["rules_before"], 1);
     assert_eq!(old["rules_after"], 3);
     assert_eq!(old["added"].as_array().map(Vec::len), Some(2));
+}
+
+#[test]
+fn unchanged_runs_in_a_row_are_one_entry_and_a_change_starts_the_next() {
+    let w = world("Standard", "");
+    w.sync(&[P1], 10, &["--target", "adt-events"])
+        .assert_code(0);
+    for _ in 0..4 {
+        w.sync(&[P1], 10, &["--target", "adt-events"])
+            .assert_code(0);
+    }
+    w.sync(&[P1, P2], 11, &["--target", "adt-events"])
+        .assert_code(0);
+    w.sync(&[P1, P2], 11, &["--target", "adt-events"])
+        .assert_code(0);
+    let history = w.run(&["history", "--target", "adt-events"]);
+    history.assert_code(0);
+    let list = history.json();
+    let shape: Vec<(String, i64)> = list
+        .as_array()
+        .expect("applies")
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().expect("outcome").to_owned(),
+                a["repeats"].as_i64().expect("repeats"),
+            )
+        })
+        .collect();
+    // Newest first: one unchanged run after the change, the change, four
+    // unchanged runs, the first write.
+    assert_eq!(
+        shape,
+        [
+            ("unchanged".to_owned(), 1),
+            ("applied".to_owned(), 1),
+            ("unchanged".to_owned(), 4),
+            ("applied".to_owned(), 1)
+        ]
+    );
+    // The collapsed entry points at the last run it stands for.
+    let runs = w.run(&["history"]).json();
+    assert_eq!(list[2]["run_id"], runs[2]["run_id"], "{list}\n{runs}");
+    let human = w.dir.run_with(
+        &["--config", &w.cfg, "history", "--target", "adt-events"],
+        &[],
+    );
+    assert!(
+        human.stdout.contains("(4 runs in a row, the last at "),
+        "{}",
+        human.stdout
+    );
 }
