@@ -50,6 +50,8 @@ pub struct Cli {
 pub enum OutputFormat {
     Human,
     Json,
+    /// A plan for a pull-request comment (`plan`, `sync`, `apply`).
+    Markdown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -97,6 +97,16 @@ fn init_logging(cli: &Cli) {
 
 /// Runs one parsed command; returns the exit code on success.
 pub async fn run(cli: Cli) -> Result<u8, Error> {
+    if cli.output == OutputFormat::Markdown
+        && !matches!(
+            cli.command,
+            Command::Plan(_) | Command::Sync(_) | Command::Apply(_)
+        )
+    {
+        return Err(Error::Usage(
+            "--output markdown renders plans: use it with `plan`, `sync` or `apply`".into(),
+        ));
+    }
     match &cli.command {
         Command::Sync(args) => sync(&cli, args).await,
         Command::Plan(args) => plan_cmd(&cli, args).await,
@@ -151,6 +161,13 @@ fn feed_file_override(file: &mut ConfigFile, path: Option<&std::path::PathBuf>) 
     );
 }
 
+/// Writes text to stdout; a closed pipe is not an error.
+fn print_text(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
+}
+
 fn emit<T: Serialize>(
     output: OutputFormat,
     value: &T,
@@ -160,7 +177,8 @@ fn emit<T: Serialize>(
         OutputFormat::Json => {
             serde_json::to_string_pretty(value).map_err(|e| Error::Internal(e.to_string()))? + "\n"
         }
-        OutputFormat::Human => {
+        // Commands that render Markdown answer before reaching here.
+        OutputFormat::Human | OutputFormat::Markdown => {
             let text = human(value);
             if render::colour_wanted(std::io::stdout().is_terminal()) {
                 render::paint(&text)
@@ -196,9 +214,13 @@ async fn sync(cli: &Cli, args: &SyncArgs) -> Result<u8, Error> {
     }
     let run = result?;
     let report = sync_report(&run)?;
-    emit(cli.output, &report, |r| {
-        render::sync_human(r, cli.verbose > 0)
-    })?;
+    if cli.output == OutputFormat::Markdown {
+        print_text(&render::targets_markdown(&report.targets, "sync"));
+    } else {
+        emit(cli.output, &report, |r| {
+            render::sync_human(r, cli.verbose > 0)
+        })?;
+    }
     if *stop.borrow() {
         return Ok(exit::INTERRUPTED);
     }
@@ -276,6 +298,10 @@ async fn plan_cmd(cli: &Cli, args: &PlanArgs) -> Result<u8, Error> {
             path.display()
         );
     }
+    if cli.output == OutputFormat::Markdown {
+        print_text(&render::targets_markdown(&doc.targets, "plan"));
+        return Ok(run.exit_code());
+    }
     emit(cli.output, &doc, |d| {
         if d.targets.is_empty() {
             // No targets: the feed summary is the whole plan.
@@ -312,9 +338,13 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
     };
     let run = execute(&settings, &Mode::ApplySaved(doc), &opts).await?;
     let reports = run.reports();
-    emit(cli.output, &reports, |r| {
-        render::targets_human(r, cli.verbose > 0)
-    })?;
+    if cli.output == OutputFormat::Markdown {
+        print_text(&render::targets_markdown(&reports, "apply"));
+    } else {
+        emit(cli.output, &reports, |r| {
+            render::targets_human(r, cli.verbose > 0)
+        })?;
+    }
     if *stop.borrow() {
         return Ok(exit::INTERRUPTED);
     }

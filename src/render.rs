@@ -931,6 +931,105 @@ pub fn config_human(r: &ConfigReport) -> String {
     out
 }
 
+/// A plan (or a run's result) as Markdown for a pull-request comment, like
+/// octoDNS's Markdown plan: a summary line, then per target a heading with
+/// its outcome, a refusal's or failure's reason first, and the rules added
+/// and removed in collapsible sections. Prefixes are code spans, so nothing
+/// in them is read as Markdown.
+pub fn targets_markdown(reports: &[TargetReport], command: &str) -> String {
+    use crate::reconcile::Outcome;
+    let mut out = String::new();
+    let _ = writeln!(out, "## tagsync {command}\n");
+    if reports.is_empty() {
+        out.push_str("No targets are configured: only the feed was recorded.\n");
+        return out;
+    }
+    let _ = writeln!(out, "**{}**\n", targets_summary(reports).trim_end());
+    let _ = writeln!(out, "| target | kind | outcome | rules | + | - |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for r in reports {
+        let (rules, add, remove) = match &r.plan {
+            Some(p) => (
+                format!(
+                    "{} -> {} of {}",
+                    p.capacity.used_before, p.capacity.used_after, p.capacity.budget
+                ),
+                p.add.len().to_string(),
+                p.remove.len().to_string(),
+            ),
+            None => ("-".into(), "-".into(), "-".into()),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}` | {} | {} | {rules} | {add} | {remove} |",
+            r.name,
+            r.kind,
+            r.outcome.as_str()
+        );
+    }
+    for r in reports {
+        let _ = writeln!(
+            out,
+            "\n### `{}` ({}): {}\n",
+            r.name,
+            r.kind,
+            r.outcome.as_str()
+        );
+        let _ = writeln!(out, "`{}`\n", r.resource_id);
+        match (&r.guard, &r.error) {
+            (Some(g), Some(e)) => {
+                let _ = writeln!(out, "> **Refused ({}):** {}\n", g.as_str(), one_line(e));
+            }
+            (None, Some(e)) => {
+                let _ = writeln!(out, "> **Failed:** {}\n", one_line(e));
+            }
+            _ => {}
+        }
+        if let Some(p) = &r.plan {
+            let (adding, removing) = match r.outcome {
+                Outcome::Applied | Outcome::Drifted => ("added", "removed"),
+                Outcome::Refused | Outcome::Failed => ("would have added", "would have removed"),
+                _ => ("to add", "to remove"),
+            };
+            for (title, set) in [(adding, &p.add), (removing, &p.remove)] {
+                if set.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(
+                    out,
+                    "<details><summary>{} {} rules</summary>\n",
+                    title,
+                    set.len()
+                );
+                for n in set.iter() {
+                    let _ = writeln!(out, "- `{n}`");
+                }
+                out.push_str("\n</details>\n\n");
+            }
+            if !p.pending_removal.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{} rules left the tags and wait for their grace period before removal.\n",
+                    p.pending_removal.len()
+                );
+            }
+        }
+        for w in &r.warnings {
+            let _ = writeln!(out, "- :warning: {}", one_line(w));
+        }
+    }
+    out
+}
+
+/// Text on one line, with Markdown's table and HTML characters neutralised.
+fn one_line(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('|', "\\|")
+        .replace('<', "&lt;")
+}
+
 /// Colours for a terminal: additions green, removals and refusals red,
 /// warnings and over-admitting blocks yellow, target headings bold. Applied
 /// to the finished human text, so every renderer stays plain and testable.

@@ -352,3 +352,73 @@ fn colour_on_a_terminal_and_never_with_no_color() {
     assert!(plain.contains("INFO"), "{plain:?}");
     assert!(!plain.contains("\u{1b}["), "{plain:?}");
 }
+
+#[test]
+fn plan_output_markdown_is_a_pull_request_comment() {
+    let w = world("Standard", "");
+    let feed = w.dir.fixture("ServiceTags_Public_20251106.json.gz");
+    let env = w.arm.identity_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let run = w.dir.run_with(
+        &[
+            "--config",
+            &w.cfg,
+            "--output",
+            "markdown",
+            "plan",
+            "--feed-file",
+            feed.to_str().expect("utf-8"),
+        ],
+        &env,
+    );
+    run.assert_code(6);
+    let md = &run.stdout;
+    assert!(md.starts_with("## tagsync plan\n"), "{md}");
+    assert!(
+        md.contains("**3 targets: 1 to change (+304 -0 rules), 0 unchanged, 2 refused, 0 failed**"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| target | kind | outcome | rules | + | - |"),
+        "{md}"
+    );
+    // A refused target: its reason first, its rules folded away.
+    let events = md
+        .split("### `adt-events` (event-hubs): refused")
+        .nth(1)
+        .expect("the refused target's section");
+    let reason = events.find("> **Refused (budget):**").expect("reason");
+    let rules = events
+        .find("<details><summary>would have added 289 rules</summary>")
+        .expect("folded rules");
+    assert!(reason < rules, "{md}");
+    // The Storage account (400 rules) takes them all: each one listed.
+    let account = md
+        .split("### `adt-deadletter` (storage): planned")
+        .nth(1)
+        .expect("the account's section");
+    assert!(
+        account.contains("<details><summary>to add 304 rules</summary>"),
+        "{md}"
+    );
+    assert_eq!(
+        account.lines().filter(|l| l.starts_with("- `")).count(),
+        304,
+        "{md}"
+    );
+    assert_eq!(
+        md.matches("<details>").count(),
+        md.matches("</details>").count(),
+        "{md}"
+    );
+    // Nothing was written.
+    assert!(w.arm.state.lock().expect("lock").writes.is_empty());
+    // Markdown is for plans only.
+    let history = w.dir.run(&["--output", "markdown", "history"]);
+    history.assert_code(2);
+    assert!(
+        history.stderr.contains("use it with `plan`"),
+        "{}",
+        history.stderr
+    );
+}
