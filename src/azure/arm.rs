@@ -167,7 +167,7 @@ impl ArmClient {
             .map_err(|e| ArmError::Invalid(format!("cannot build the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            limiter: Arc::new(RateLimiter::new(settings.limits)),
+            limiter: super::ratelimit::shared(&settings.resource_manager, settings.limits),
             deadline: Instant::now() + settings.deadline,
             settings: Arc::new(settings),
             credential,

@@ -164,6 +164,33 @@ impl RateLimiter {
     }
 }
 
+/// The limiter of the process for one Resource Manager endpoint and its
+/// sizes. Every run of a daemon (and every client of a run) shares it, so a
+/// run that starts right after another, a retry after a failure say, knows
+/// how much of the buckets the last one used.
+pub fn shared(endpoint: &str, limits: RateLimits) -> std::sync::Arc<RateLimiter> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, OnceLock};
+    type Key = (String, [u64; 4]);
+    static LIMITERS: OnceLock<Mutex<HashMap<Key, Arc<RateLimiter>>>> = OnceLock::new();
+    let key = (
+        endpoint.to_owned(),
+        [
+            u64::from(limits.read_burst),
+            limits.reads_per_second.to_bits(),
+            u64::from(limits.write_burst),
+            limits.writes_per_second.to_bits(),
+        ],
+    );
+    let mut map = LIMITERS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.entry(key)
+        .or_insert_with(|| Arc::new(RateLimiter::new(limits)))
+        .clone()
+}
+
 /// The lowest "remaining" count among the headers Resource Manager sends
 /// for this kind of request.
 fn remaining(kind: Kind, headers: &HeaderMap) -> Option<f64> {
@@ -220,6 +247,24 @@ mod tests {
         let mut c = Bucket::new(10.0, 1.0, t0);
         c.observe_remaining(1000.0, t0);
         assert!((c.tokens - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn runs_of_one_process_share_the_buckets_of_an_endpoint() {
+        let limits = RateLimits::default();
+        let a = shared("https://management.example", limits);
+        let b = shared("https://management.example", limits);
+        assert!(std::sync::Arc::ptr_eq(&a, &b));
+        let other = shared("https://management.example.cn", limits);
+        assert!(!std::sync::Arc::ptr_eq(&a, &other));
+        let smaller = RateLimits {
+            read_burst: 10,
+            ..limits
+        };
+        assert!(!std::sync::Arc::ptr_eq(
+            &a,
+            &shared("https://management.example", smaller)
+        ));
     }
 
     #[test]
