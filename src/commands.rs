@@ -471,8 +471,7 @@ async fn fetch_content(settings: &Settings) -> Result<Content, Error> {
         // The common offline case streams the file without a digest.
         SourceSpec::File(path) => Content::File(path.clone()),
         spec => {
-            let http = HttpClient::new(settings.http.clone())
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            let http = HttpClient::new(settings.http.clone());
             let arm = match spec {
                 SourceSpec::DiscoveryApi { .. } => Some(arm_client(settings)?),
                 _ => None,

@@ -176,11 +176,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    pub fn new(settings: HttpSettings) -> Result<Self, HttpError> {
-        Ok(Self {
+    pub fn new(settings: HttpSettings) -> Self {
+        Self {
             client: Default::default(),
             settings,
-        })
+        }
     }
 
     fn client(&self) -> Result<&reqwest::Client, HttpError> {

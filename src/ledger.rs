@@ -514,26 +514,22 @@ impl History {
         // Another unchanged run on the same rules extends the target's last
         // entry instead of adding one.
         if rec.outcome == "unchanged" && rec.error.is_none() && rec.guard.is_none() {
-            let extended = sqlx::query(
+            let extended: Option<i64> = sqlx::query_scalar(
                 "UPDATE applies SET run_id = ?1, finished_at = ?2, repeats = repeats + 1
                  WHERE id = (SELECT MAX(id) FROM applies WHERE target = ?3)
                    AND outcome = 'unchanged' AND error IS NULL AND guard IS NULL
-                   AND resource_id = ?4 AND rules_after_set = ?5 AND rules_before_set = ?5",
+                   AND resource_id = ?4 AND rules_after_set = ?5 AND rules_before_set = ?5
+                 RETURNING id",
             )
             .bind(rec.run_id)
             .bind(&stamp)
             .bind(&target.name)
             .bind(&target.resource.id)
             .bind(after)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.query_err(e))?;
-            if extended.rows_affected() == 1 {
-                let id: i64 = sqlx::query_scalar("SELECT MAX(id) FROM applies WHERE target = ?1")
-                    .bind(&target.name)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| self.query_err(e))?;
+            if let Some(id) = extended {
                 tx.commit().await.map_err(|e| self.query_err(e))?;
                 return Ok(id);
             }

@@ -259,8 +259,7 @@ impl<'s> Session<'s> {
         };
         let (feed, tags, run_id) = match mode.tags() {
             Tags::Feed => {
-                let http = HttpClient::new(settings.http.clone())
-                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let http = HttpClient::new(settings.http.clone());
                 // A signal during the download stops it at once: nothing has
                 // been written anywhere yet, and the feed stage records its
                 // run in one transaction at its very end.

@@ -272,19 +272,14 @@ impl ArmClient {
         let base = &self.settings.resource_manager;
         let mut wait = first.retry_after.unwrap_or(Duration::from_secs(1));
         loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if wait > left {
-                // The write was accepted; whether it completes is not known
-                // before the deadline. The next run's read settles it.
-                return Err(ArmError::Deadline {
-                    method: method.to_string(),
-                    path: path.to_owned(),
-                    detail: format!(
-                        "the long-running operation was still running (next poll {}s away); its outcome is unknown until the next run reads the resource",
-                        wait.as_secs()
-                    ),
-                });
-            }
+            // The write was accepted; whether it completes is not known
+            // before the deadline. The next run's read settles it.
+            self.fits_deadline(wait, method.as_str(), path, || {
+                format!(
+                    "the long-running operation was still running (next poll {}s away); its outcome is unknown until the next run reads the resource",
+                    wait.as_secs()
+                )
+            })?;
             tokio::time::sleep(wait).await;
             if let Some(url) = &first.async_operation {
                 let p = on_resource_manager(base, url)?;
@@ -328,12 +323,23 @@ impl ArmClient {
         }
     }
 
-    fn check_deadline(&self, method: &str, path: &str, detail: &str) -> Result<(), ArmError> {
-        if Instant::now() >= self.deadline {
+    /// Fails with `detail` when waiting `wait` from now would end past the
+    /// run's deadline: no wait, attempt or poll of the client outlives it.
+    fn fits_deadline(
+        &self,
+        wait: Duration,
+        method: &str,
+        path: &str,
+        detail: impl FnOnce() -> String,
+    ) -> Result<(), ArmError> {
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at| at >= self.deadline)
+        {
             return Err(ArmError::Deadline {
                 method: method.to_owned(),
                 path: path.to_owned(),
-                detail: detail.to_owned(),
+                detail: detail(),
             });
         }
         Ok(())
@@ -361,7 +367,9 @@ impl ArmClient {
         let attempts = self.settings.retries + 1;
         let mut last = String::new();
         for attempt in 1..=attempts {
-            self.check_deadline(method.as_str(), &shown_path, &last)?;
+            self.fits_deadline(Duration::ZERO, method.as_str(), &shown_path, || {
+                last.clone()
+            })?;
             let kind = if method == Method::GET {
                 Kind::Read
             } else {
@@ -491,19 +499,12 @@ impl ArmClient {
         if wait.is_zero() {
             return Ok(());
         }
-        if Instant::now()
-            .checked_add(wait)
-            .is_none_or(|at| at > self.deadline)
-        {
-            return Err(ArmError::Deadline {
-                method: method.to_string(),
-                path: path.to_owned(),
-                detail: format!(
-                    "Resource Manager's request rate allows this request only in {}s; raise [azure] deadline or run fewer targets at a time",
-                    wait.as_secs()
-                ),
-            });
-        }
+        self.fits_deadline(wait, method.as_str(), path, || {
+            format!(
+                "Resource Manager's request rate allows this request only in {}s; raise [azure] deadline or run fewer targets at a time",
+                wait.as_secs()
+            )
+        })?;
         crate::metrics::metrics()
             .arm_rate_limit_wait
             .inc_by(wait.as_secs_f64());
@@ -524,19 +525,12 @@ impl ArmClient {
             return Ok(());
         }
         let wait = retry_after.unwrap_or_else(|| backoff(self.settings.retry_backoff, attempt));
-        if Instant::now()
-            .checked_add(wait)
-            .is_none_or(|at| at > self.deadline)
-        {
-            return Err(ArmError::Deadline {
-                method: method.to_string(),
-                path: path.to_owned(),
-                detail: format!(
-                    "the next retry ({}s away) falls after it; last error: {last}",
-                    wait.as_secs()
-                ),
-            });
-        }
+        self.fits_deadline(wait, method.as_str(), path, || {
+            format!(
+                "the next retry ({}s away) falls after it; last error: {last}",
+                wait.as_secs()
+            )
+        })?;
         crate::metrics::metrics().arm_retries.inc();
         tracing::warn!(%method, path, attempt, wait_ms = wait.as_millis() as u64, error = last, "Azure request failed, retrying");
         tokio::time::sleep(wait).await;

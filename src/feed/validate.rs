@@ -423,6 +423,10 @@ fn is_number(s: &[u8]) -> bool {
 
 /// Checks a whole string's raw content (between its quotes).
 pub fn check_string(raw: &[u8]) -> Result<(), FeedError> {
+    // Tag names and keys are plain ASCII: nothing to decode.
+    if plain_run(raw, 0) == raw.len() {
+        return Ok(());
+    }
     let mut v = Validator {
         stack: vec![Container::Array],
         state: State::Str { key: false },

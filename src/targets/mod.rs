@@ -239,8 +239,9 @@ pub trait Adapter: Send + Sync {
 
     /// Reads the resource's facts and its whole live rule set, with one GET
     /// where the resource holds both. `known` is the facts an earlier read
-    /// of this run found (re-reads, read-backs): a kind whose facts cost a
-    /// GET of their own does not ask again.
+    /// of this run found (a read-back after a write whose answer carried no
+    /// resource): a kind whose facts cost a GET of their own does not ask
+    /// again.
     async fn read(
         &self,
         arm: &dyn Transport,
@@ -250,8 +251,9 @@ pub trait Adapter: Send + Sync {
 
     /// Writes the rule set: `live.raw` with the IP rules for `add` appended
     /// and those for `remove` taken out. Returns the state Azure answered
-    /// when the answer carries the whole resource (the read-back is what
-    /// counts; this is its fallback).
+    /// when the answer carries the whole resource: that answer is the
+    /// stored state the write is verified against (`None` makes the
+    /// pipeline read it back).
     async fn write(
         &self,
         arm: &dyn Transport,

@@ -406,16 +406,7 @@ fn sigterm_during_sync_sends_no_new_writes_and_records_what_was_done() {
     );
     // What was written is owned; the next run finishes the job.
     w.arm.state.lock().expect("lock").delay = None;
-    w.sync(&[P1], 10, &[]).assert_code(0);
-    let again = w.sync(&[P1], 10, &[]);
-    again.assert_code(0);
-    for name in ["adt-events", "adt-queue", "adt-deadletter"] {
-        assert_eq!(
-            w.target(&again.json(), name)["outcome"],
-            "unchanged",
-            "{name}"
-        );
-    }
+    w.assert_settles(&[P1], 10);
 }
 
 #[test]
@@ -476,16 +467,7 @@ fn a_second_sigterm_exits_at_once_and_the_next_run_settles_everything() {
         "no report: it did not wait for the run"
     );
     w.arm.state.lock().expect("lock").delay = None;
-    w.sync(&[P1], 10, &[]).assert_code(0);
-    let again = w.sync(&[P1], 10, &[]);
-    again.assert_code(0);
-    for name in ["adt-events", "adt-queue", "adt-deadletter"] {
-        assert_eq!(
-            w.target(&again.json(), name)["outcome"],
-            "unchanged",
-            "{name}"
-        );
-    }
+    w.assert_settles(&[P1], 10);
 }
 
 #[test]

@@ -76,20 +76,17 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
         "UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z'",
     );
     // A new run over one target only, with retention, that changes it.
-    let f = w
-        .dir
+    let sync_events = || {
+        let run = w.run_env(
+            &["sync", "--target", "adt-events", "--feed-file", "feed.json"],
+            &[("TAGSYNC_DATABASE_RETENTION", "2y")],
+        );
+        run.assert_code(0);
+        run
+    };
+    w.dir
         .write("feed.json", crate::world::feed(&[P1, P2, P4], 12));
-    let run = w.run_env(
-        &[
-            "sync",
-            "--target",
-            "adt-events",
-            "--feed-file",
-            f.to_str().expect("utf-8"),
-        ],
-        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
-    );
-    run.assert_code(0);
+    let run = sync_events();
     assert_eq!(run.json()["pruned_runs"], 3);
     let old_applies = || {
         with_db(&w.dir.db(), async |pool| {
@@ -114,17 +111,7 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
     );
     // The next run prunes adt-events' old apply (it has a newer one now);
     // the two targets no run touched keep theirs.
-    w.run_env(
-        &[
-            "sync",
-            "--target",
-            "adt-events",
-            "--feed-file",
-            f.to_str().expect("utf-8"),
-        ],
-        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
-    )
-    .assert_code(0);
+    sync_events();
     assert_eq!(
         old_applies(),
         [

@@ -16,13 +16,23 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// GET on 127.0.0.1; (status, body), or None while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+/// Sends `request` to 127.0.0.1 and reads the whole answer, or None while
+/// nothing listens.
+fn exchange(port: u16, request: &str) -> Option<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    s.write_all(request.as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// GET on 127.0.0.1; (status, body), or None while nothing listens.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let text = exchange(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+    )?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
     let body = text
         .split_once("\r\n\r\n")
@@ -418,11 +428,7 @@ fn slow_and_idle_clients_cannot_hold_the_status_port() {
         "a slowloris connection sending a header line every 250 ms was kept open for 15 s"
     );
     // HEAD answers like GET without a body; other methods are refused.
-    let mut head = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    head.write_all(b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    head.read_to_string(&mut text).expect("read");
+    let text = exchange(port, "HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("HEAD");
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(
         text.to_ascii_lowercase()
@@ -430,11 +436,11 @@ fn slow_and_idle_clients_cannot_hold_the_status_port() {
         "{text}"
     );
     assert!(text.ends_with("\r\n\r\n"), "HEAD sent a body: {text}");
-    let mut post = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    post.write_all(b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        .expect("write");
-    let mut text = String::new();
-    post.read_to_string(&mut text).expect("read");
+    let text = exchange(
+        port,
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .expect("POST");
     assert!(text.starts_with("HTTP/1.1 405"), "{text}");
     assert!(
         text.to_ascii_lowercase().contains("allow: get, head"),

@@ -156,6 +156,21 @@ impl World {
         self.run(&refs)
     }
 
+    /// After an interrupted run: the next sync of `prefixes` finishes the
+    /// job and the one after it finds every target unchanged.
+    pub fn assert_settles(&self, prefixes: &[&str], change: u64) {
+        self.sync(prefixes, change, &[]).assert_code(0);
+        let again = self.sync(prefixes, change, &[]);
+        again.assert_code(0);
+        for name in ["adt-events", "adt-queue", "adt-deadletter"] {
+            assert_eq!(
+                self.target(&again.json(), name)["outcome"],
+                "unchanged",
+                "{name}"
+            );
+        }
+    }
+
     pub fn target<'a>(&self, report: &'a Value, name: &str) -> &'a Value {
         report["targets"]
             .as_array()

@@ -13,9 +13,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import traceback
 
 import yaml
+
+from harness import run_tests
 
 CHART = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELM = os.environ.get("HELM", "helm")
@@ -299,21 +300,5 @@ def test_a_cronjob_without_a_pushgateway_alerts_on_kube_state_metrics():
     promtool_test(rules, "alerts_cronjob_test.yaml")
 
 
-def main():
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-    passed = failed = 0
-    for name, fn in tests:
-        try:
-            fn()
-            print(f"ok     {name}")
-            passed += 1
-        except Exception:
-            print(f"FAILED {name}")
-            traceback.print_exc()
-            failed += 1
-    print(f"chart: {passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tests(globals(), "chart: "))

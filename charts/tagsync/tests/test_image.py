@@ -20,10 +20,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 import urllib.request
 
 import yaml
+
+from harness import run_tests
 
 CHART = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(os.path.dirname(CHART))
@@ -105,7 +106,8 @@ def test_the_cronjob_pod_syncs_a_feed_file_and_keeps_its_history():
     try:
         run = podman("run", "--rm", *flags, IMAGE, *args, check=False)
         assert run.returncode == 0, f"sync exited {run.returncode}:\n{run.stderr}"
-        assert "run finished" in run.stderr or "changed" in run.stderr, run.stderr
+        assert run.stdout.startswith("run 1: changed"), run.stdout + run.stderr
+        assert "recorded the run" in run.stderr, run.stderr
         db = os.path.join(work, "history", "tagsync.db")
         assert os.path.exists(db), os.listdir(os.path.join(work, "history"))
         assert os.stat(db).st_uid == 65532, "the database belongs to the pod's user"
@@ -169,21 +171,5 @@ def test_the_daemon_pod_serves_metrics_and_stops_on_sigterm():
         shutil.rmtree(work, ignore_errors=True)
 
 
-def main():
-    tests = [(n, f) for n, f in sorted(globals().items()) if n.startswith("test_") and callable(f)]
-    passed = failed = 0
-    for name, fn in tests:
-        try:
-            fn()
-            print(f"ok     {name}")
-            passed += 1
-        except Exception:
-            print(f"FAILED {name}")
-            traceback.print_exc()
-            failed += 1
-    print(f"{passed} passed, {failed} failed")
-    return 1 if failed else 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tests(globals(), ""))
