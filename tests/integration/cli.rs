@@ -56,45 +56,43 @@ fn feed_show_prints_counts_and_prefixes() {
             .stdout
     );
 
-    let missing = dir.run(&[
-        "feed",
-        "show",
-        "--feed-file",
-        feed,
-        "--tag",
-        "azuredigitaltwins",
-    ]);
-    missing.assert_code(3);
-    assert!(
-        missing.stderr.contains("did you mean `AzureDigitalTwins`?"),
-        "{}",
-        missing.stderr
-    );
-    // Typos too, not only case: a tag and a region.
-    let typo = dir.run(&[
-        "feed",
-        "show",
-        "--feed-file",
-        feed,
-        "--tag",
-        "AzureDigitalTwin",
-    ]);
-    typo.assert_code(3);
-    assert!(
-        typo.stderr.contains("did you mean `AzureDigitalTwins`?"),
-        "{}",
-        typo.stderr
-    );
-    let region = dir.run_with(
-        &["sync", "--feed-file", feed],
-        &[("TAGSYNC_TAGS_REGIONS", "westeurop")],
-    );
-    region.assert_code(3);
-    assert!(
-        region.stderr.contains("did you mean `westeurope`?"),
-        "{}",
-        region.stderr
-    );
+    // Case and typos both get a suggestion: tags, and regions.
+    for (args, env, suggestion) in [
+        (
+            [
+                "feed",
+                "show",
+                "--feed-file",
+                feed,
+                "--tag",
+                "azuredigitaltwins",
+            ]
+            .as_slice(),
+            [].as_slice(),
+            "did you mean `AzureDigitalTwins`?",
+        ),
+        (
+            &[
+                "feed",
+                "show",
+                "--feed-file",
+                feed,
+                "--tag",
+                "AzureDigitalTwin",
+            ],
+            &[],
+            "did you mean `AzureDigitalTwins`?",
+        ),
+        (
+            &["sync", "--feed-file", feed],
+            &[("TAGSYNC_TAGS_REGIONS", "westeurop")],
+            "did you mean `westeurope`?",
+        ),
+    ] {
+        let run = dir.run_with(args, env);
+        run.assert_code(3);
+        assert!(run.stderr.contains(suggestion), "{args:?}: {}", run.stderr);
+    }
 }
 
 #[test]
@@ -337,9 +335,49 @@ fn config_check_flags_a_client_secret_credential_without_its_parts() {
     assert!(!ok.stdout.contains("s3cret-value"));
 }
 
+/// Copies `db` alone into a new directory `ro`, the file 0444 and the
+/// directory 0555: the usual read-only copy.
+fn read_only_copy(dir: &TestDir, db: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let ro = dir.path("ro");
+    std::fs::create_dir(&ro).expect("mkdir");
+    let copy = ro.join("tagsync.db");
+    std::fs::copy(db, &copy).expect("copy");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    std::fs::set_permissions(dir.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod");
+    copy
+}
+
+/// Runs tagsync on the database `copy`, from its directory, as a user who
+/// may not write it (root writes anything: uid 65534 then).
+fn run_unprivileged(dir: &TestDir, copy: &std::path::Path, args: &[&str]) -> Run {
+    use std::os::unix::fs::MetadataExt;
+    let as_root = std::fs::metadata("/proc/self").expect("proc").uid() == 0;
+    let inner = dir.command();
+    let mut cmd = if as_root {
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(inner.get_program());
+        c
+    } else {
+        std::process::Command::new(inner.get_program())
+    };
+    let cwd = copy.parent().expect("directory");
+    cmd.current_dir(cwd).arg("--db").arg(copy).args(args);
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    finish(cmd.output().expect("run tagsync"))
+}
+
 #[test]
 fn history_and_diff_read_a_read_only_copy_without_writing_to_it() {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let dir = TestDir::new();
     let old = dir.fixture("ServiceTags_Public_20210106.json.gz");
     dir.run(&["sync", "--feed-file", old.to_str().expect("utf-8")])
@@ -349,36 +387,10 @@ fn history_and_diff_read_a_read_only_copy_without_writing_to_it() {
         .assert_code(0);
     // The usual copy: the database file alone, in a directory and a file
     // nobody may write.
-    let ro = dir.path("ro");
-    std::fs::create_dir(&ro).expect("mkdir");
-    let copy = ro.join("tagsync.db");
-    std::fs::copy(dir.db(), &copy).expect("copy");
+    let copy = read_only_copy(&dir, &dir.db());
+    let ro = copy.parent().expect("directory").to_owned();
     let before = std::fs::read(&copy).expect("read");
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o444)).expect("chmod");
-    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).expect("chmod");
-    std::fs::set_permissions(dir.dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod");
-    // Root writes anything: read as an unprivileged user then.
-    let as_root = std::fs::metadata("/proc/self").expect("proc").uid() == 0;
-    let read = |args: &[&str]| {
-        let inner = dir.command();
-        let mut cmd = if as_root {
-            let mut c = std::process::Command::new("setpriv");
-            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-                .arg(inner.get_program());
-            c
-        } else {
-            std::process::Command::new(inner.get_program())
-        };
-        cmd.current_dir(&ro).arg("--db").arg(&copy).args(args);
-        for (k, v) in inner.get_envs() {
-            match v {
-                Some(v) => cmd.env(k, v),
-                None => cmd.env_remove(k),
-            };
-        }
-        finish(cmd.output().expect("run tagsync"))
-    };
+    let read = |args: &[&str]| run_unprivileged(&dir, &copy, args);
     let history = read(&["history"]);
     history.assert_code(0);
     let first = history.stdout.lines().next().expect("a header");
@@ -415,4 +427,59 @@ fn history_and_diff_read_a_read_only_copy_without_writing_to_it() {
     names.sort();
     assert_eq!(names, ["tagsync.db"]);
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+#[test]
+fn a_read_only_copy_of_an_older_schema_is_named_and_a_writable_one_upgraded() {
+    // A database as the tagsync of migrations 0001-0004 left it.
+    let dir = TestDir::new();
+    let old_migrations = dir.path("migrations");
+    std::fs::create_dir(&old_migrations).expect("mkdir");
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).expect("ls")
+    {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        if name.as_str() < "0005" {
+            std::fs::copy(&path, old_migrations.join(&name)).expect("copy");
+        }
+    }
+    let db = dir.path("old.db");
+    std::fs::File::create(&db).expect("create");
+    with_db(&db, async |pool| {
+        sqlx::migrate::Migrator::new(old_migrations.as_path())
+            .await
+            .expect("migrator")
+            .run(pool)
+            .await
+            .expect("old schema");
+    });
+    // Read-only, it cannot be upgraded: the error says what it is.
+    let copy = read_only_copy(&dir, &db);
+    let ro = run_unprivileged(&dir, &copy, &["history"]);
+    ro.assert_code(4);
+    assert!(
+        ro.stderr
+            .contains("written by an older tagsync (schema 4, this one reads 5)"),
+        "{}",
+        ro.stderr
+    );
+    // Writable, the read command upgrades it and reads it.
+    let upgraded = dir.run(&["--db", db.to_str().expect("utf-8"), "history"]);
+    upgraded.assert_code(0);
+    assert!(
+        upgraded.stdout.contains("no runs recorded"),
+        "{}",
+        upgraded.stdout
+    );
+    let version = with_db(&db, async |pool| {
+        sqlx::query_scalar::<_, i64>("SELECT MAX(version) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .expect("version")
+    });
+    assert_eq!(version, 5);
 }
