@@ -163,6 +163,10 @@ pub struct DaemonArgs {
     /// Retries of a failed run before waiting for the next slot.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+    /// Between runs, how often notifications that a receiver did not
+    /// accept are retried (each event backs off from 30s to an hour).
+    #[arg(long, default_value = "30s")]
+    pub redeliver_every: humantime::Duration,
     /// /readyz fails when the last run is older than this many schedule
     /// intervals.
     #[arg(long, default_value_t = 2)]

@@ -266,6 +266,7 @@ async fn daemon_cmd(cli: &Cli, args: &crate::cli::DaemonArgs) -> Result<u8, Erro
         retry_backoff: args.retry_backoff.into(),
         retries: args.retries,
         ready_factor: args.ready_factor,
+        redeliver_every: Duration::from(args.redeliver_every).max(Duration::from_millis(100)),
     };
     crate::daemon::run(settings, opts).await
 }

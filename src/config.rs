@@ -18,6 +18,7 @@ use crate::feed::source::SourceSpec;
 use crate::feed::{Cloud, PrefixBounds};
 use crate::fit::Overflow;
 use crate::http::HttpSettings;
+use crate::notify::{EventKind, NotifySettings, Receiver, ReceiverAuth};
 use crate::tags::TagSelection;
 use crate::targets::{ResourceId, TargetSpec, adapter_of};
 
@@ -57,6 +58,22 @@ pub struct ConfigFile {
     pub azure: AzureSection,
     pub policy: PolicySection,
     pub targets: Vec<TargetSection>,
+    pub notify: Vec<NotifySection>,
+}
+
+/// One `[[notify]]` receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    pub name: String,
+    pub url: String,
+    /// A file holding the HMAC-SHA256 key (a mounted Kubernetes Secret).
+    pub secret_file: Option<PathBuf>,
+    /// Default: all of them.
+    pub events: Option<Vec<String>>,
+    pub timeout: Option<HumanDuration>,
+    /// `none` (default) or `entra` (a bearer token for an Event Grid topic).
+    pub auth: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -649,8 +666,10 @@ impl ConfigFile {
             },
             concurrency,
         };
+        let notify = notify_settings(self.notify, &azure_settings)?;
         Ok(Settings {
             targets,
+            notify,
             azure: azure_settings,
             source,
             cloud: feed.cloud,
@@ -671,6 +690,85 @@ impl ConfigFile {
             lock_timeout: self.database.lock_timeout.0,
         })
     }
+}
+
+/// Validates the `[[notify]]` receivers.
+fn notify_settings(
+    sections: Vec<NotifySection>,
+    azure: &AzureSettings,
+) -> Result<NotifySettings, ConfigError> {
+    let mut receivers: Vec<Receiver> = Vec::new();
+    for n in sections {
+        let at = format!("[[notify]] `{}`", n.name);
+        if n.name.is_empty()
+            || !n
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(ConfigError(format!(
+                "{at}: a receiver name is letters, digits, `-`, `_` and `.` (it names the receiver in logs and metrics)"
+            )));
+        }
+        if receivers.iter().any(|r| r.name == n.name) {
+            return Err(ConfigError(format!("{at}: two receivers have this name")));
+        }
+        check_base_url(&format!("{at}: url"), &n.url)?;
+        let events = match n.events {
+            None => EventKind::ALL.into_iter().collect(),
+            Some(names) if names.is_empty() => {
+                return Err(ConfigError(format!(
+                    "{at}: events is empty; remove it to get every event, or name some"
+                )));
+            }
+            Some(names) => names
+                .iter()
+                .map(|e| {
+                    EventKind::parse(e).ok_or_else(|| {
+                        let known: Vec<&str> = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+                        ConfigError(format!(
+                            "{at}: `{e}` is not an event{}; the events are {}",
+                            crate::suggest::closest(e, known.iter().copied())
+                                .map(|s| format!(" (did you mean `{s}`?)"))
+                                .unwrap_or_default(),
+                            known.join(", ")
+                        ))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let timeout = n.timeout.map_or(Duration::from_secs(10), |d| d.0);
+        within(
+            &format!("{at}: timeout"),
+            timeout,
+            Duration::from_millis(1),
+            Duration::from_secs(60),
+        )?;
+        let auth = match n.auth.as_deref() {
+            None | Some("none") => ReceiverAuth::None,
+            Some("entra") => ReceiverAuth::EntraEventGrid,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{at}: auth = \"{other}\" is not known; use \"none\" or \"entra\" (an Event Grid topic)"
+                )));
+            }
+        };
+        receivers.push(Receiver {
+            name: n.name,
+            url: n.url,
+            secret_file: n.secret_file,
+            events,
+            timeout,
+            auth,
+        });
+    }
+    let needs_auth = receivers
+        .iter()
+        .any(|r| r.auth == ReceiverAuth::EntraEventGrid);
+    Ok(NotifySettings {
+        receivers,
+        auth: needs_auth.then(|| azure.auth.clone()),
+    })
 }
 
 /// Checks a duration setting against its documented range.
@@ -716,6 +814,7 @@ pub struct AzureSettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub targets: Vec<TargetSpec>,
+    pub notify: NotifySettings,
     pub azure: AzureSettings,
     pub source: SourceSpec,
     pub cloud: Cloud,

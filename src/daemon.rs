@@ -104,6 +104,8 @@ pub struct DaemonOptions {
     pub retries: u32,
     /// `/readyz` fails when the last run is older than this many intervals.
     pub ready_factor: u32,
+    /// How often, between runs, notifications due for a retry are sent.
+    pub redeliver_every: Duration,
 }
 
 /// What `/readyz` looks at.
@@ -177,7 +179,7 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
             let jitter = jitter(opts.schedule.jitter_bound(slot, opts.jitter));
             let wait = (slot - Utc::now()).to_std().unwrap_or_default() + jitter;
             tracing::info!(next = %slot, jitter_s = jitter.as_secs(), "waiting for the next run");
-            if sleep_or_stop(wait, &mut stop).await {
+            if idle(&settings, wait, opts.redeliver_every, &mut stop).await {
                 break;
             }
         }
@@ -264,10 +266,61 @@ async fn tick(
             retry_in_s = wait.as_secs(),
             "run failed, retrying: {failure}"
         );
-        if sleep_or_stop(wait, stop).await {
+        if idle(settings, wait, opts.redeliver_every, stop).await {
             return;
         }
     }
+}
+
+/// Waits like [`sleep_or_stop`], and every `every` meanwhile sends the
+/// notifications whose retry is due.
+async fn idle(
+    settings: &Settings,
+    wait: Duration,
+    every: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    if settings.notify.receivers.is_empty() {
+        return sleep_or_stop(wait, stop).await;
+    }
+    let end = tokio::time::Instant::now() + wait;
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if sleep_or_stop(left.min(every), stop).await {
+            return true;
+        }
+        if tokio::time::Instant::now() < end {
+            redeliver(settings).await;
+        }
+    }
+}
+
+/// One delivery pass between runs: only when no run holds the history
+/// (a run delivers its own events when it ends), and only events due.
+async fn redeliver(settings: &Settings) {
+    let Ok(_lock) = crate::history::RunLock::acquire(&settings.db_path, Duration::ZERO) else {
+        return;
+    };
+    let history = match crate::history::History::open(&settings.db_path, false).await {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!("cannot open the history to retry notifications: {e}");
+            return;
+        }
+    };
+    let d = crate::notify::deliver(&settings.notify, &history, crate::notify::Pass::Due).await;
+    if d.delivered + d.failed > 0 {
+        tracing::info!(
+            delivered = d.delivered,
+            failed_attempts = d.failed,
+            waiting = d.waiting,
+            "retried notifications"
+        );
+    }
+    history.close().await;
 }
 
 /// Sleeps; true when asked to stop meanwhile.

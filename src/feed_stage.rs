@@ -11,6 +11,7 @@ use crate::feed::ServiceTag;
 use crate::feed::source::{self, Content, PreviousDownload};
 use crate::history::{History, NewRun, RecordedRun};
 use crate::http::{HttpClient, Validators};
+use crate::notify::Notifier;
 use crate::tags::TagState;
 
 /// Facts about the feed a run used.
@@ -45,6 +46,7 @@ pub async fn run_feed(
     history: &History,
     http: &HttpClient,
     arm: Option<&ArmClient>,
+    notifier: &Notifier,
     allow_regression: bool,
 ) -> Result<FeedRun, Error> {
     let mut run = NewRun {
@@ -61,7 +63,11 @@ pub async fn run_feed(
             let m = crate::metrics::metrics();
             m.feed_download_duration
                 .set(fetch_started.elapsed().as_secs_f64());
-            let recorded = history.record_success(&run, &tags).await?;
+            // A change's event is recorded with the run itself.
+            let events = |run_id, changes: &[crate::history::TagChange]| {
+                notifier.feed_changed(run_id, &run.cloud, feed.change_number, changes)
+            };
+            let recorded = history.record_success(&run, &tags, &events).await?;
             tracing::info!(
                 run_id = recorded.run_id,
                 changed = recorded.changed,

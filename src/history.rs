@@ -362,6 +362,7 @@ impl History {
         &self,
         run: &NewRun,
         tags: &[TagState],
+        events: &(dyn Fn(i64, &[TagChange]) -> Vec<crate::outbox::Outgoing> + Sync),
     ) -> Result<RecordedRun, HistoryError> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         let run_id = insert_run(&mut tx, run, "changed", None)
@@ -375,6 +376,9 @@ impl History {
             changes.push(change);
         }
         let changed = changes.iter().any(TagChange::changed);
+        crate::outbox::enqueue(&mut tx, &events(run_id, &changes))
+            .await
+            .map_err(|e| self.err(e))?;
         sqlx::query("UPDATE runs SET outcome = ?1, finished_at = ?2 WHERE id = ?3")
             .bind(if changed { "changed" } else { "unchanged" })
             .bind(now())
@@ -425,7 +429,7 @@ impl History {
         .map_err(|e| self.err(e))?;
         let runs_json = ids_json(&runs);
         let applies = sqlx::query(
-            "SELECT a.id, a.rules_before_set, a.rules_after_set FROM applies a
+            "SELECT a.id, a.rules_before_set, a.rules_after_set, a.owned_set FROM applies a
              WHERE a.id IN (
                  SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
                  UNION ALL
@@ -451,6 +455,7 @@ impl History {
             apply_ids.push(a.get::<i64, _>(0));
             sets.extend(a.get::<Option<i64>, _>(1));
             sets.extend(a.get::<Option<i64>, _>(2));
+            sets.extend(a.get::<Option<i64>, _>(3));
         }
         sqlx::query("DELETE FROM applies WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(ids_json(&apply_ids))
@@ -468,12 +473,27 @@ impl History {
             "DELETE FROM prefix_sets WHERE id IN (SELECT value FROM json_each(?1))
                AND NOT EXISTS (SELECT 1 FROM snapshots WHERE prefix_set_id = prefix_sets.id)
                AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_before_set = prefix_sets.id)
-               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_after_set = prefix_sets.id)",
+               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_after_set = prefix_sets.id)
+               AND NOT EXISTS (SELECT 1 FROM applies WHERE owned_set = prefix_sets.id)",
         )
         .bind(ids_json(&sets))
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
+        // Events older than the retention were never accepted by their
+        // receiver; they describe facts the history no longer holds.
+        let expired = sqlx::query("DELETE FROM outbox WHERE created_at < ?1")
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?
+            .rows_affected();
+        if expired > 0 {
+            tracing::warn!(
+                events = expired,
+                "dropped notifications older than the retention that no receiver accepted"
+            );
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(deleted)
     }

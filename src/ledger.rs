@@ -434,6 +434,60 @@ impl History {
         Ok(seen)
     }
 
+    /// The owned rule set in force after apply `apply_id` of the target:
+    /// the set recorded with it, or, for an apply that did not touch the
+    /// ledger (refused, failed), the one recorded with the latest apply
+    /// before it. The inner error says, for the operator, why there is none.
+    pub async fn owned_at(
+        &self,
+        target: &TargetSpec,
+        apply_id: i64,
+    ) -> Result<Result<PrefixSet, String>, HistoryError> {
+        let apply: Option<(String, String)> =
+            sqlx::query_as("SELECT resource_id, outcome FROM applies WHERE id = ?1 AND target = ?2")
+                .bind(apply_id)
+                .bind(&target.name)
+                .fetch_optional(self.pool())
+                .await
+                .map_err(|e| self.query_err(e))?;
+        let Some((resource_id, _)) = apply else {
+            return Ok(Err(format!(
+                "target `{}` has no apply {apply_id}; `tagsync history --target {}` lists its applies",
+                target.name, target.name
+            )));
+        };
+        if !target.resource.same_as(&resource_id) {
+            return Ok(Err(format!(
+                "apply {apply_id} was made on {resource_id}, and target `{}` is now {}; a rollback only returns a resource to its own rules",
+                target.name, target.resource.id
+            )));
+        }
+        let set: Option<(i64, String)> = sqlx::query_as(
+            "SELECT a.id, p.prefixes FROM applies a JOIN prefix_sets p ON p.id = a.owned_set
+             WHERE a.target = ?1 AND a.id <= ?2 AND a.owned_set IS NOT NULL
+               AND a.resource_id = ?3 COLLATE NOCASE
+             ORDER BY a.id DESC LIMIT 1",
+        )
+        .bind(&target.name)
+        .bind(apply_id)
+        .bind(&resource_id)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?;
+        let Some((_, text)) = set else {
+            return Ok(Err(format!(
+                "the history holds no owned rule set for target `{}` at apply {apply_id} (the apply was recorded before the history kept owned rule sets, or before tagsync owned any rule there); choose a later apply",
+                target.name
+            )));
+        };
+        let nets = text
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| l.parse::<IpNet>().map_err(|e| self.query_err(e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Ok(PrefixSet::from_nets(nets)))
+    }
+
     /// Applies of a target, newest first.
     pub async fn applies(&self, target: &str, limit: u32) -> Result<Vec<ApplyEntry>, HistoryError> {
         let rows = sqlx::query(
@@ -494,12 +548,30 @@ impl History {
         target: &TargetSpec,
         change: Option<&LedgerChange>,
         rec: &ApplyRecord,
+        events: &(dyn Fn(i64) -> Vec<crate::outbox::Outgoing> + Sync),
     ) -> Result<i64, HistoryError> {
         let stamp = now();
         let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        // What tagsync owns on the target after this apply (what a rollback
+        // to it returns to): only known where the ledger was read or written.
+        let mut owned_set = None;
         if let Some(change) = change {
             self.ensure_target(&mut tx, target, &stamp).await?;
             self.change_ledger(&mut tx, target, change, &stamp).await?;
+            let owned: Vec<String> = sqlx::query_scalar(
+                "SELECT prefix FROM ownership WHERE target = ?1",
+            )
+            .bind(&target.name)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.query_err(e))?;
+            let owned = PrefixSet::from_nets(owned.iter().filter_map(|p| p.parse::<IpNet>().ok()));
+            let owned = owned.intersection(&rec.rules_after);
+            owned_set = Some(
+                crate::history::store_prefix_set(&mut tx, &owned)
+                    .await
+                    .map_err(|e| self.query_err(e))?,
+            );
         }
         let before = crate::history::store_prefix_set(&mut tx, &rec.rules_before)
             .await
@@ -519,6 +591,7 @@ impl History {
                  WHERE id = (SELECT MAX(id) FROM applies WHERE target = ?3)
                    AND outcome = 'unchanged' AND error IS NULL AND guard IS NULL
                    AND resource_id = ?4 AND rules_after_set = ?5 AND rules_before_set = ?5
+                   AND owned_set IS ?6
                  RETURNING id",
             )
             .bind(rec.run_id)
@@ -526,6 +599,7 @@ impl History {
             .bind(&target.name)
             .bind(&target.resource.id)
             .bind(after)
+            .bind(owned_set)
             .fetch_optional(&mut *tx)
             .await
             .map_err(|e| self.query_err(e))?;
@@ -536,8 +610,8 @@ impl History {
         }
         let id = sqlx::query(
             "INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome, guard, error,
-                 rules_before_set, rules_after_set, added, removed, drift)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 rules_before_set, rules_after_set, added, removed, drift, owned_set)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         )
         .bind(rec.run_id)
         .bind(&target.name)
@@ -552,10 +626,14 @@ impl History {
         .bind(rec.added.to_lines())
         .bind(rec.removed.to_lines())
         .bind(rec.drift.to_lines())
+        .bind(owned_set)
         .execute(&mut *tx)
         .await
         .map_err(|e| self.query_err(e))?
         .last_insert_rowid();
+        crate::outbox::enqueue(&mut tx, &events(id))
+            .await
+            .map_err(|e| self.query_err(e))?;
         tx.commit().await.map_err(|e| self.query_err(e))?;
         Ok(id)
     }

@@ -17,7 +17,10 @@
 //! - [`prefix`]: [`prefix::PrefixSet`], the canonical set of prefixes
 //!   everything is expressed in; `digest`: SHA-256 in hex.
 //! - `history`: the SQLite history of runs, snapshots and changes;
-//!   `ledger`: the ownership ledger and the record of applies, in it.
+//!   `ledger`: the ownership ledger and the record of applies, in it;
+//!   `outbox`: the notifications waiting for their receivers, in it.
+//! - `notify`: CloudEvents about feed changes and applies, built with the
+//!   facts they describe and delivered after the run.
 //! - `feed_stage`: the feed stage of a run: fetch, validate, select, record.
 //! - [`fit`]: fitting prefixes into a rule budget (exact summarization).
 //! - `plan`: the pure plan of one target (fit, then add, remove, keep,
@@ -53,6 +56,8 @@ pub(crate) mod history;
 pub(crate) mod http;
 pub(crate) mod ledger;
 pub mod metrics;
+pub(crate) mod notify;
+pub(crate) mod outbox;
 pub(crate) mod plan;
 pub mod prefix;
 pub(crate) mod reconcile;

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub arm_throttled: IntCounter,
     pub arm_retries: IntCounter,
     pub arm_rate_limit_wait: Counter,
+    pub notify_deliveries: IntCounterVec,
+    pub notify_waiting: IntGaugeVec,
     pub build_info: IntGaugeVec,
 }
 
@@ -219,6 +221,14 @@ impl Metrics {
             ),
             arm_rate_limit_wait: r.float_counter("tagsync_arm_rate_limit_wait_seconds_total",
                 "Time requests waited for Resource Manager's request rate (the client's token buckets).",
+            ),
+            notify_deliveries: r.counter_vec("tagsync_notify_deliveries_total",
+                "Notification delivery attempts by receiver and outcome (delivered, failed).",
+                &["receiver", "outcome"],
+            ),
+            notify_waiting: r.int_gauge_vec("tagsync_notify_waiting_events",
+                "Notifications waiting in the outbox for a receiver after the last delivery pass.",
+                &["receiver"],
             ),
             build_info: r.int_gauge_vec("tagsync_build_info",
                 "Always 1; the version as a label.",

@@ -25,6 +25,7 @@ use tokio::sync::Semaphore;
 use crate::azure::arm::Transport;
 use crate::history::{History, now};
 use crate::ledger::{ApplyRecord, LedgerChange};
+use crate::notify::{Notifier, TargetEvent};
 use crate::plan::{FitReport, FitSettings, Fitted, Guard, Ledger, Policy, TargetPlan, fit, plan};
 use crate::prefix::PrefixSet;
 use crate::tags::TagState;
@@ -180,6 +181,10 @@ pub struct Context {
     pub step: Step,
     /// Set on SIGTERM or SIGINT: a target not yet written is not written.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Builds the events recorded with each apply.
+    pub notifier: Arc<Notifier>,
+    /// The apply a rollback returns to (named in its events).
+    pub rollback_to: Option<i64>,
 }
 
 impl Context {
@@ -193,6 +198,8 @@ impl Context {
 pub struct Work {
     pub target: TargetSpec,
     pub saved: Option<TargetReport>,
+    /// A rollback: the owned rule set to return to, instead of the tags'.
+    pub rollback: Option<PrefixSet>,
 }
 
 /// Runs the pipeline for every target, `concurrency` at a time.
@@ -213,7 +220,7 @@ pub async fn reconcile(
         let (ctx, tags, gate) = (ctx.clone(), tags.clone(), gate.clone());
         let handle = tasks.spawn(async move {
             let _slot = gate.acquire_owned().await;
-            (i, reconcile_one(&ctx, &w.target, &tags, w.saved).await)
+            (i, reconcile_one(&ctx, &w, &tags).await)
         });
         ids.insert(handle.id(), i);
     }
@@ -277,12 +284,8 @@ impl Planner {
     }
 }
 
-async fn reconcile_one(
-    ctx: &Context,
-    target: &TargetSpec,
-    tags: &[TagState],
-    saved: Option<TargetReport>,
-) -> TargetRun {
+async fn reconcile_one(ctx: &Context, work: &Work, tags: &[TagState]) -> TargetRun {
+    let (target, saved) = (&work.target, work.saved.clone());
     let started_at = now();
     let mut report = match &saved {
         Some(s) => TargetReport {
@@ -363,7 +366,17 @@ async fn reconcile_one(
                 }
             }
             owned = Some(live.rules.ip.difference(&foreign_rules(&live, &ledger)));
-            let selected = match target.selection.select(tags) {
+            let selected = match &work.rollback {
+                // A rollback follows no tag: its rules are the owned set
+                // recorded at the apply it returns to.
+                Some(set) => Ok(crate::tags::Selected {
+                    followed: Vec::new(),
+                    consulted: Vec::new(),
+                    prefixes: set.clone(),
+                }),
+                None => target.selection.select(tags),
+            };
+            let selected = match selected {
                 Ok(s) => s,
                 Err(e) if matches!(ctx.step, Step::Check) => {
                     // `targets check` before the history holds what this
@@ -406,7 +419,13 @@ async fn reconcile_one(
                 ledger,
                 admissible: admissible.rules,
                 policy: Policy {
-                    removal_grace: target.removal_grace,
+                    // A rollback returns to exactly the recorded set: the
+                    // grace period for prefixes leaving a tag has no say.
+                    removal_grace: if work.rollback.is_some() {
+                        std::time::Duration::ZERO
+                    } else {
+                        target.removal_grace
+                    },
                     max_removal_ratio: target.max_removal_ratio,
                     force: ctx.force,
                 },
@@ -653,11 +672,13 @@ async fn finish_with(
             removed: remove,
             drift: report.drift.clone(),
         };
-        if let Err(e) = ctx
+        let recorded = ctx
             .history
-            .record_outcome(target, change.as_ref(), &rec)
-            .await
-        {
+            .record_outcome(target, change.as_ref(), &rec, &|apply_id| {
+                target_events(ctx, &report, &rec, apply_id)
+            })
+            .await;
+        if let Err(e) = recorded {
             if change.is_some() {
                 report.fail(format!(
                     "cannot record the ledger: {e}; the next run settles what was written"
@@ -667,7 +688,12 @@ async fn finish_with(
                     error: report.error.clone(),
                     ..rec
                 };
-                if let Err(e) = ctx.history.record_outcome(target, None, &failed).await {
+                let events = |apply_id| target_events(ctx, &report, &failed, apply_id);
+                if let Err(e) = ctx
+                    .history
+                    .record_outcome(target, None, &failed, &events)
+                    .await
+                {
                     tracing::error!(target = %target.name, "cannot record the apply: {e}");
                 }
             } else {
@@ -682,6 +708,29 @@ async fn finish_with(
         record_target_metrics(&report);
     }
     TargetRun::new(report, live)
+}
+
+/// The events of a target's recorded apply.
+fn target_events(
+    ctx: &Context,
+    report: &TargetReport,
+    rec: &ApplyRecord,
+    apply_id: i64,
+) -> Vec<crate::outbox::Outgoing> {
+    ctx.notifier.target(&TargetEvent {
+        target: &report.name,
+        kind: &report.kind,
+        resource_id: &report.resource_id,
+        outcome: &rec.outcome,
+        run_id: ctx.run_id,
+        apply_id,
+        added: &rec.added,
+        removed: &rec.removed,
+        drift: &report.drift,
+        guard: rec.guard.as_deref(),
+        error: rec.error.as_deref(),
+        rollback_to: ctx.rollback_to,
+    })
 }
 
 /// Warnings about the resource's own settings.
@@ -868,10 +917,13 @@ mod tests {
             force: false,
             step,
             stop: None,
+            notifier: Arc::new(Notifier::none()),
+            rollback_to: None,
         });
         let work = vec![Work {
             target: target(),
             saved: None,
+            rollback: None,
         }];
         let mut runs = reconcile(ctx, work, tags(prefixes), 4).await;
         assert_eq!(runs.len(), 1, "every target is reported");

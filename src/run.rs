@@ -22,6 +22,7 @@ use crate::feed_stage::{FeedRun, run_feed};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
 use crate::metrics::{metrics, now_seconds};
+use crate::notify::{Notifier, Pass, deliver};
 use crate::plan::Guard;
 use crate::prefix::PrefixSet;
 use crate::reconcile::{Context, Outcome, Step, TargetReport, TargetRun, Work, reconcile};
@@ -58,6 +59,9 @@ pub enum Mode {
     /// as foreign rules (planned on the latest recorded tags), or the given
     /// prefixes.
     Adopt(Option<PrefixSet>),
+    /// `rollback --to`: plan one target back to the owned rule set recorded
+    /// at that apply, through the same guards; write it unless `dry_run`.
+    Rollback { to: i64, dry_run: bool },
 }
 
 /// Where a mode's tags come from.
@@ -68,6 +72,8 @@ enum Tags {
     Recorded { required: bool },
     /// A saved plan carries its own desired rules.
     Saved,
+    /// A rollback's rules come from the history's record of an apply.
+    None,
 }
 
 impl Mode {
@@ -79,6 +85,7 @@ impl Mode {
             Mode::Adopt(given) => Tags::Recorded {
                 required: given.is_none(),
             },
+            Mode::Rollback { .. } => Tags::None,
         }
     }
 
@@ -89,6 +96,8 @@ impl Mode {
             Mode::ApplySaved(_) => Step::WriteSaved,
             Mode::Check => Step::Check,
             Mode::Adopt(given) => Step::Adopt(given.clone()),
+            Mode::Rollback { dry_run: true, .. } => Step::Plan,
+            Mode::Rollback { dry_run: false, .. } => Step::Write,
         }
     }
 
@@ -186,6 +195,7 @@ impl RunReport {
 pub struct Session<'s> {
     settings: &'s Settings,
     history: History,
+    notifier: Arc<Notifier>,
     /// Declared after the history, so it is released after it.
     _lock: Option<RunLock>,
 }
@@ -198,11 +208,34 @@ impl<'s> Session<'s> {
             None
         };
         let history = History::open(&settings.db_path, true).await?;
+        let notifier = if settings.notify.receivers.is_empty() {
+            Notifier::none()
+        } else {
+            Notifier::new(&settings.notify, &history.instance_id().await?)
+        };
         Ok(Self {
             settings,
             _lock: lock,
             history,
+            notifier: Arc::new(notifier),
         })
+    }
+
+    /// Delivers the events waiting in the outbox (this run's, and any an
+    /// earlier run could not deliver); never fails the run.
+    pub async fn deliver(&self) {
+        if self.settings.notify.receivers.is_empty() {
+            return;
+        }
+        let d = deliver(&self.settings.notify, &self.history, Pass::AfterRun).await;
+        if d.delivered + d.failed > 0 {
+            tracing::info!(
+                delivered = d.delivered,
+                failed_attempts = d.failed,
+                waiting = d.waiting,
+                "notifications"
+            );
+        }
     }
 
     pub async fn close(self) {
@@ -239,14 +272,30 @@ impl<'s> Session<'s> {
                         Some(t) => work.push(Work {
                             target: t.clone(),
                             saved: Some(saved.clone()),
+                            rollback: None,
                         }),
                         None => missing.push(saved.clone()),
                     }
                 }
             }
+            Mode::Rollback { to, .. } => {
+                let [target] = targets.as_slice() else {
+                    return Err(Error::Usage(
+                        "rollback takes exactly one target: --target NAME".into(),
+                    ));
+                };
+                let set = self.history.owned_at(target, *to).await.map_err(Error::from)?;
+                let set = set.map_err(Error::Usage)?;
+                work.push(Work {
+                    target: target.clone(),
+                    saved: None,
+                    rollback: Some(set),
+                });
+            }
             _ => work.extend(targets.into_iter().map(|target| Work {
                 target,
                 saved: None,
+                rollback: None,
             })),
         }
         let needs_arm = !work.is_empty()
@@ -268,6 +317,7 @@ impl<'s> Session<'s> {
                     &self.history,
                     &http,
                     arm.as_ref(),
+                    &self.notifier,
                     opts.allow_regression,
                 );
                 let run = match opts.stop.clone() {
@@ -302,6 +352,7 @@ impl<'s> Session<'s> {
                 };
                 (None, Vec::new(), id)
             }
+            Tags::None => (None, Vec::new(), None),
         };
         let mut runs = match arm {
             Some(arm) if !work.is_empty() => {
@@ -312,6 +363,11 @@ impl<'s> Session<'s> {
                     force: opts.force,
                     step: mode.step(),
                     stop: opts.stop.clone(),
+                    notifier: self.notifier.clone(),
+                    rollback_to: match mode {
+                        Mode::Rollback { to, .. } => Some(*to),
+                        _ => None,
+                    },
                 });
                 reconcile(ctx, work, Arc::new(tags), settings.azure.concurrency).await
             }
@@ -344,6 +400,11 @@ pub async fn execute(
     let result = match Session::open(settings, mode).await {
         Ok(session) => {
             let result = session.run(mode, opts).await;
+            // After the run, whatever its outcome: a failed feed stage
+            // still lets earlier events through.
+            if mode.locks() {
+                session.deliver().await;
+            }
             session.close().await;
             result
         }

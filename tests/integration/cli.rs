@@ -463,7 +463,7 @@ fn a_read_only_copy_of_an_older_schema_is_named_and_a_writable_one_upgraded() {
     ro.assert_code(4);
     assert!(
         ro.stderr
-            .contains("written by an older tagsync (schema 4, this one reads 5)"),
+            .contains("written by an older tagsync (schema 4, this one reads 6)"),
         "{}",
         ro.stderr
     );

@@ -1,0 +1,166 @@
+//! The outbox of notifications, in the history database.
+//!
+//! An event is written in the same transaction as the fact it describes (a
+//! feed run, a target's apply), one row per receiver, and deleted once that
+//! receiver accepted it. So an event exists exactly when its fact does: a
+//! crash before the commit loses both, a crash after it loses neither, and
+//! a receiver that is down keeps its rows until it answers.
+
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::history::{History, HistoryError};
+
+/// An event to be written to the outbox with the fact it describes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The CloudEvents `id`: the same for every receiver.
+    pub event_id: String,
+    /// The CloudEvents `type`.
+    pub kind: String,
+    pub created_at: String,
+    /// The event exactly as it is posted.
+    pub body: String,
+    /// The receivers that want it.
+    pub sinks: Vec<String>,
+}
+
+/// An event waiting for one receiver.
+#[derive(Debug, Clone)]
+pub struct Queued {
+    pub id: i64,
+    pub event_id: String,
+    pub kind: String,
+    pub body: String,
+    pub attempts: i64,
+}
+
+/// Writes events in the caller's transaction.
+pub(crate) async fn enqueue(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[Outgoing],
+) -> Result<(), sqlx::Error> {
+    for e in events {
+        for sink in &e.sinks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox (event_id, sink, type, created_at, body, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
+            )
+            .bind(&e.event_id)
+            .bind(sink)
+            .bind(&e.kind)
+            .bind(&e.created_at)
+            .bind(&e.body)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl History {
+    fn outbox_err(&self, e: impl std::fmt::Display) -> HistoryError {
+        HistoryError::Query {
+            path: self.path().display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// This history's id: the `source` of the events its runs send.
+    pub async fn instance_id(&self) -> Result<String, HistoryError> {
+        sqlx::query_scalar("SELECT uuid FROM instance WHERE id = 1")
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| self.outbox_err(e))
+    }
+
+    /// A receiver's waiting events, oldest first; with `due_by`, only those
+    /// whose next attempt is due by then.
+    pub async fn outbox_waiting(
+        &self,
+        sink: &str,
+        due_by: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Queued>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT id, event_id, type, body, attempts FROM outbox
+             WHERE sink = ?1 AND (?2 IS NULL OR next_attempt_at <= ?2)
+             ORDER BY id LIMIT ?3",
+        )
+        .bind(sink)
+        .bind(due_by)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.outbox_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| Queued {
+                id: r.get(0),
+                event_id: r.get(1),
+                kind: r.get(2),
+                body: r.get(3),
+                attempts: r.get(4),
+            })
+            .collect())
+    }
+
+    /// The receiver accepted the event.
+    pub async fn outbox_delivered(&self, id: i64) -> Result<(), HistoryError> {
+        sqlx::query("DELETE FROM outbox WHERE id = ?1")
+            .bind(id)
+            .execute(self.pool())
+            .await
+            .map_err(|e| self.outbox_err(e))?;
+        Ok(())
+    }
+
+    /// The receiver did not accept it: count the attempts, keep why, and
+    /// say when the daemon tries again.
+    pub async fn outbox_failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        error: &str,
+        next_attempt_at: &str,
+    ) -> Result<(), HistoryError> {
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + ?2, last_error = ?3, next_attempt_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(attempts)
+        .bind(error)
+        .bind(next_attempt_at)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.outbox_err(e))?;
+        Ok(())
+    }
+
+    /// Waiting events per receiver, and when the earliest is due.
+    pub async fn outbox_summary(&self) -> Result<Vec<(String, i64, String)>, HistoryError> {
+        let rows = sqlx::query(
+            "SELECT sink, COUNT(*), MIN(next_attempt_at) FROM outbox GROUP BY sink ORDER BY sink",
+        )
+        .fetch_all(self.pool())
+        .await
+        .map_err(|e| self.outbox_err(e))?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Drops the events of receivers no longer configured; returns how
+    /// many.
+    pub async fn outbox_forget_others(&self, sinks: &[String]) -> Result<u64, HistoryError> {
+        let names = serde_json::to_string(sinks).unwrap_or_else(|_| "[]".into());
+        Ok(sqlx::query(
+            "DELETE FROM outbox WHERE sink NOT IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(names)
+        .execute(self.pool())
+        .await
+        .map_err(|e| self.outbox_err(e))?
+        .rows_affected())
+    }
+}
