@@ -69,6 +69,12 @@ pub enum Command {
     Plan(PlanArgs),
     /// Apply exactly a saved plan; refuse targets whose rules changed since.
     Apply(ApplyArgs),
+    /// Return a target to the rules tagsync owned after an earlier apply
+    /// (the ids of `history --target`), through the same plan and guards.
+    Rollback(RollbackArgs),
+    /// The rules `sync` would write to targets, as JSON, Terraform variables
+    /// or a Bicep parameters file (fetches and records the feed like `plan`).
+    Export(ExportArgs),
     /// Inspect and manage targets.
     #[command(subcommand)]
     Targets(TargetsCommand),
@@ -180,6 +186,54 @@ pub struct ApplyArgs {
     /// Only these targets of the plan (repeatable; default all).
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The target to return.
+    #[arg(long, value_name = "NAME")]
+    pub target: String,
+    /// The apply id (from `tagsync history --target NAME`) whose owned rules
+    /// to return to.
+    #[arg(long, value_name = "APPLY_ID")]
+    pub to: i64,
+    /// Show the rollback's plan; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Lift the max_removal_ratio guard.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// `{target, kind, resource_id, change_number, rules, foreign}`.
+    Json,
+    /// A `.tfvars` file with the map variable `tagsync_ip_rules`.
+    Terraform,
+    /// A `.bicepparam` file with the object parameter `tagsyncIpRules`.
+    Bicep,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["targets", "all"])))]
+pub struct ExportArgs {
+    /// Export this target (repeatable).
+    #[arg(long = "target", value_name = "NAME")]
+    pub targets: Vec<String>,
+    /// Export every configured target.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+    pub format: ExportFormat,
+    /// The template a Bicep parameters file is `using`.
+    #[arg(long, value_name = "PATH", default_value = "./main.bicep")]
+    pub bicep_template: String,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub feed: FeedArgs,
 }
 
 #[derive(Debug, Subcommand)]

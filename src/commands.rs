@@ -10,10 +10,11 @@ use serde::Serialize;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{
-    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, FeedArgs, FeedCommand, FeedRegionsArgs,
-    FeedShowArgs, HistoryArgs, LogFormat, OutputFormat, OwnershipArgs, PlanArgs, SyncArgs,
-    TargetsCheckArgs, TargetsCommand,
+    ApplyArgs, Cli, Command, ConfigCommand, DiffArgs, ExportArgs, ExportFormat, FeedArgs,
+    FeedCommand, FeedRegionsArgs, FeedShowArgs, HistoryArgs, LogFormat, OutputFormat,
+    OwnershipArgs, PlanArgs, RollbackArgs, SyncArgs, TargetsCheckArgs, TargetsCommand,
 };
+use crate::export::TargetExport;
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
 use crate::feed::source::{self, Content, SourceSpec};
@@ -100,17 +101,20 @@ pub async fn run(cli: Cli) -> Result<u8, Error> {
     if cli.output == OutputFormat::Markdown
         && !matches!(
             cli.command,
-            Command::Plan(_) | Command::Sync(_) | Command::Apply(_)
+            Command::Plan(_) | Command::Sync(_) | Command::Apply(_) | Command::Rollback(_)
         )
     {
         return Err(Error::Usage(
-            "--output markdown renders plans: use it with `plan`, `sync` or `apply`".into(),
+            "--output markdown renders plans: use it with `plan`, `sync`, `apply` or `rollback`"
+                .into(),
         ));
     }
     match &cli.command {
         Command::Sync(args) => sync(&cli, args).await,
         Command::Plan(args) => plan_cmd(&cli, args).await,
         Command::Apply(args) => apply_cmd(&cli, args).await,
+        Command::Rollback(args) => rollback_cmd(&cli, args).await,
+        Command::Export(args) => export_cmd(&cli, args).await,
         Command::Daemon(args) => daemon_cmd(&cli, args).await,
         Command::Targets(TargetsCommand::Check(args)) => targets_check(&cli, args).await,
         Command::Targets(TargetsCommand::Adopt(args)) => targets_adopt(&cli, args).await,
@@ -350,6 +354,102 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
         return Ok(exit::INTERRUPTED);
     }
     Ok(run.exit_code())
+}
+
+async fn rollback_cmd(cli: &Cli, args: &RollbackArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |_| {})?;
+    let stop = crate::run::stop_on_signal();
+    let opts = RunOptions {
+        force: args.force,
+        targets: vec![args.target.clone()],
+        stop: Some(stop.clone()),
+        ..RunOptions::default()
+    };
+    let mode = Mode::Rollback {
+        to: args.to,
+        dry_run: args.dry_run,
+    };
+    let run = execute(&settings, &mode, &opts).await?;
+    let reports = run.reports();
+    let command = if args.dry_run {
+        "rollback --dry-run"
+    } else {
+        "rollback"
+    };
+    if cli.output == OutputFormat::Markdown {
+        print_text(&render::targets_markdown(&reports, command));
+    } else {
+        emit(cli.output, &reports, |r| {
+            render::targets_human(r, cli.verbose > 0)
+        })?;
+    }
+    if *stop.borrow() {
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(run.exit_code())
+}
+
+async fn export_cmd(cli: &Cli, args: &ExportArgs) -> Result<u8, Error> {
+    let settings = settings(cli, |f| feed_override(f, &args.feed))?;
+    if args.all && settings.targets.is_empty() {
+        return Err(Error::Usage(
+            "no targets are configured: add [[targets]] to the configuration".into(),
+        ));
+    }
+    let opts = RunOptions {
+        allow_regression: args.feed.allow_regression,
+        targets: args.targets.clone(),
+        ..RunOptions::default()
+    };
+    let run = execute(&settings, &Mode::Plan, &opts).await?;
+    let change_number = run.feed.as_ref().and_then(|f| f.feed.change_number);
+    let exports: Vec<TargetExport> = run
+        .targets
+        .iter()
+        .map(|t| TargetExport::new(&t.report, &settings, change_number))
+        .collect();
+    let text = match args.format {
+        ExportFormat::Json => {
+            let value = match exports.as_slice() {
+                [one] if !args.all => serde_json::to_value(one),
+                many => serde_json::to_value(many),
+            }
+            .map_err(|e| Error::Internal(e.to_string()))?;
+            serde_json::to_string_pretty(&value).map_err(|e| Error::Internal(e.to_string()))?
+                + "\n"
+        }
+        ExportFormat::Terraform => crate::export::terraform(&exports),
+        ExportFormat::Bicep => crate::export::bicep(&exports, &args.bicep_template),
+    };
+    for e in exports.iter().filter(|e| e.error.is_some()) {
+        eprintln!(
+            "error: target {} not exported ({}): {}",
+            e.target,
+            e.outcome.as_str(),
+            e.error.as_deref().unwrap_or_default()
+        );
+    }
+    match &args.out {
+        Some(path) => write_atomically(path, &text)?,
+        None => print_text(&text),
+    }
+    Ok(run.exit_code())
+}
+
+/// Writes a file whole or not at all: a pipeline never reads half an export.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tagsync-tmp"));
+    let fail = |e: std::io::Error| Error::Usage(format!("cannot write {}: {e}", path.display()));
+    std::fs::write(&tmp, text).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
 }
 
 async fn targets_check(cli: &Cli, args: &TargetsCheckArgs) -> Result<u8, Error> {

@@ -38,7 +38,8 @@
 //! - `config`: TOML file, environment and flags, validated into
 //!   `config::Settings`.
 //! - `cli`, [`commands`], `render`: arguments, command execution, and
-//!   the human and JSON output of each command.
+//!   the human and JSON output of each command; `export`: the rules `sync`
+//!   would write, as JSON, Terraform variables or Bicep parameters.
 //! - `error`: the top-level error and the documented exit codes; `suggest`:
 //!   "did you mean" for mistyped names.
 
@@ -50,6 +51,7 @@ pub(crate) mod daemon;
 pub(crate) mod digest;
 pub(crate) mod error;
 pub mod feed;
+pub(crate) mod export;
 pub(crate) mod feed_stage;
 pub mod fit;
 pub(crate) mod history;

@@ -120,6 +120,10 @@ impl Adapter for EventGridAdapter {
         state_from(&resource)
     }
 
+    fn rule_objects(&self, rules: &PrefixSet) -> Value {
+        json!({ "inboundIpRules": edit_rules(&[], "ipMask", Some("Allow"), rules, &PrefixSet::new()) })
+    }
+
     async fn write(
         &self,
         arm: &dyn Transport,

@@ -117,6 +117,10 @@ impl Adapter for KeyVault {
         state_from(&vault)
     }
 
+    fn rule_objects(&self, rules: &PrefixSet) -> Value {
+        serde_json::json!({ "ipRules": edit_rules(&[], "value", None, rules, &PrefixSet::new()) })
+    }
+
     async fn write(
         &self,
         arm: &dyn Transport,

@@ -249,6 +249,10 @@ pub trait Adapter: Send + Sync {
         known: Option<&ResourceFacts>,
     ) -> Result<LiveState, ArmError>;
 
+    /// The rules as the kind stores them, for export: the resource's
+    /// property names and rule objects (`{"ipRules": [{"ipMask": .., "action": "Allow"}]}`).
+    fn rule_objects(&self, rules: &PrefixSet) -> Value;
+
     /// Writes the rule set: `live.raw` with the IP rules for `add` appended
     /// and those for `remove` taken out. Returns the state Azure answered
     /// when the answer carries the whole resource: that answer is the

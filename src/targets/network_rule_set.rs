@@ -106,6 +106,12 @@ impl Adapter for NamespaceAdapter {
         state_from(&body, facts)
     }
 
+    fn rule_objects(&self, rules: &PrefixSet) -> Value {
+        serde_json::json!({
+            "ipRules": super::edit_rules(&[], "ipMask", Some("Allow"), rules, &PrefixSet::new())
+        })
+    }
+
     async fn write(
         &self,
         arm: &dyn Transport,
