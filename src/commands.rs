@@ -14,9 +14,9 @@ use crate::cli::{
     FeedCommand, FeedRegionsArgs, FeedShowArgs, HistoryArgs, LogFormat, OutputFormat,
     OwnershipArgs, PlanArgs, RollbackArgs, SyncArgs, TargetsCheckArgs, TargetsCommand,
 };
-use crate::export::TargetExport;
 use crate::config::{ConfigFile, Settings, SourceKind};
 use crate::error::{Error, exit};
+use crate::export::TargetExport;
 use crate::feed::source::{self, Content, SourceSpec};
 use crate::history::{History, RunLock};
 use crate::http::HttpClient;
@@ -415,8 +415,7 @@ async fn export_cmd(cli: &Cli, args: &ExportArgs) -> Result<u8, Error> {
                 many => serde_json::to_value(many),
             }
             .map_err(|e| Error::Internal(e.to_string()))?;
-            serde_json::to_string_pretty(&value).map_err(|e| Error::Internal(e.to_string()))?
-                + "\n"
+            serde_json::to_string_pretty(&value).map_err(|e| Error::Internal(e.to_string()))? + "\n"
         }
         ExportFormat::Terraform => crate::export::terraform(&exports),
         ExportFormat::Bicep => crate::export::bicep(&exports, &args.bicep_template),
@@ -442,7 +441,10 @@ fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tagsync-tmp"));
     let fail = |e: std::io::Error| Error::Usage(format!("cannot write {}: {e}", path.display()));
     std::fs::write(&tmp, text).map_err(fail)?;

@@ -324,6 +324,15 @@ impl History {
         &self.path
     }
 
+    /// A transaction that writes. It takes the write lock at BEGIN
+    /// (IMMEDIATE), waiting for it under the busy timeout: a deferred one
+    /// that reads first cannot upgrade once another connection of the pool
+    /// (a concurrent target) has committed, and SQLite answers SQLITE_BUSY
+    /// at once, without waiting.
+    pub async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -364,7 +373,7 @@ impl History {
         tags: &[TagState],
         events: &(dyn Fn(i64, &[TagChange]) -> Vec<crate::outbox::Outgoing> + Sync),
     ) -> Result<RecordedRun, HistoryError> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.err(e))?;
         let run_id = insert_run(&mut tx, run, "changed", None)
             .await
             .map_err(|e| self.err(e))?;
@@ -401,7 +410,7 @@ impl History {
         kind: &str,
         error: &str,
     ) -> Result<i64, HistoryError> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.err(e))?;
         let id = insert_run(&mut tx, run, "failed", Some((kind, error)))
             .await
             .map_err(|e| self.err(e))?;
@@ -418,7 +427,7 @@ impl History {
     pub async fn prune(&self, retention: Duration) -> Result<u64, HistoryError> {
         let cutoff = format_time(OffsetDateTime::now_utc() - retention);
         let ids_json = |ids: &[i64]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.err(e))?;
         let runs: Vec<i64> = sqlx::query_scalar(
             "SELECT id FROM runs WHERE started_at < ?1 AND id NOT IN (
                  SELECT run_id FROM snapshots WHERE id IN (SELECT MAX(id) FROM snapshots GROUP BY tag))",

@@ -226,7 +226,7 @@ impl History {
         change: &LedgerChange,
     ) -> Result<(), HistoryError> {
         let stamp = now();
-        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
         self.ensure_target(&mut tx, target, &stamp).await?;
         self.change_ledger(&mut tx, target, change, &stamp).await?;
         tx.commit().await.map_err(|e| self.query_err(e))
@@ -295,7 +295,7 @@ impl History {
         add: &PrefixSet,
     ) -> Result<(), HistoryError> {
         let stamp = now();
-        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
         self.ensure_target(&mut tx, target, &stamp).await?;
         for net in add.iter() {
             sqlx::query(
@@ -334,7 +334,7 @@ impl History {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
         for (net, owned) in pending.iter().filter(|(n, _)| live.contains(n)) {
             sqlx::query(
                 "INSERT INTO ownership (target, prefix, added_at, last_desired_at, adopted) VALUES (?1, ?2, ?3, ?3, 0)
@@ -358,7 +358,7 @@ impl History {
         target: &str,
         prefixes: Option<&PrefixSet>,
     ) -> Result<u64, HistoryError> {
-        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
         let mut n = 0;
         match prefixes {
             Some(set) => {
@@ -443,13 +443,14 @@ impl History {
         target: &TargetSpec,
         apply_id: i64,
     ) -> Result<Result<PrefixSet, String>, HistoryError> {
-        let apply: Option<(String, String)> =
-            sqlx::query_as("SELECT resource_id, outcome FROM applies WHERE id = ?1 AND target = ?2")
-                .bind(apply_id)
-                .bind(&target.name)
-                .fetch_optional(self.pool())
-                .await
-                .map_err(|e| self.query_err(e))?;
+        let apply: Option<(String, String)> = sqlx::query_as(
+            "SELECT resource_id, outcome FROM applies WHERE id = ?1 AND target = ?2",
+        )
+        .bind(apply_id)
+        .bind(&target.name)
+        .fetch_optional(self.pool())
+        .await
+        .map_err(|e| self.query_err(e))?;
         let Some((resource_id, _)) = apply else {
             return Ok(Err(format!(
                 "target `{}` has no apply {apply_id}; `tagsync history --target {}` lists its applies",
@@ -551,20 +552,19 @@ impl History {
         events: &(dyn Fn(i64) -> Vec<crate::outbox::Outgoing> + Sync),
     ) -> Result<i64, HistoryError> {
         let stamp = now();
-        let mut tx = self.pool().begin().await.map_err(|e| self.query_err(e))?;
+        let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
         // What tagsync owns on the target after this apply (what a rollback
         // to it returns to): only known where the ledger was read or written.
         let mut owned_set = None;
         if let Some(change) = change {
             self.ensure_target(&mut tx, target, &stamp).await?;
             self.change_ledger(&mut tx, target, change, &stamp).await?;
-            let owned: Vec<String> = sqlx::query_scalar(
-                "SELECT prefix FROM ownership WHERE target = ?1",
-            )
-            .bind(&target.name)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| self.query_err(e))?;
+            let owned: Vec<String> =
+                sqlx::query_scalar("SELECT prefix FROM ownership WHERE target = ?1")
+                    .bind(&target.name)
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| self.query_err(e))?;
             let owned = PrefixSet::from_nets(owned.iter().filter_map(|p| p.parse::<IpNet>().ok()));
             let owned = owned.intersection(&rec.rules_after);
             owned_set = Some(

@@ -92,11 +92,7 @@ impl Receiver {
     /// query.
     pub fn shown_url(&self) -> String {
         match url::Url::parse(&self.url) {
-            Ok(u) => format!(
-                "{}://{}/…",
-                u.scheme(),
-                u.host_str().unwrap_or_default()
-            ),
+            Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()),
             Err(_) => "(unparsable url)".into(),
         }
     }
@@ -205,7 +201,8 @@ impl Notifier {
                     "change_number": t.state.change_number,
                     "previous_change_number": t.previous_change_number,
                     "first": t.first,
-                    "added": t.added,
+                    // A tag's first snapshot adds all of its prefixes.
+                    "added": if t.first { &t.state.prefixes } else { &t.added },
                     "removed": t.removed,
                 })
             })
@@ -280,10 +277,10 @@ const ATTEMPTS_PER_PASS: u32 = 3;
 /// A pass spends at most this long on one receiver.
 const PASS_BUDGET: Duration = Duration::from_secs(60);
 
-/// When the daemon tries an event again after `attempts` failed ones: 30 s,
-/// doubling, at most an hour.
-pub fn retry_after(attempts: i64) -> Duration {
-    let exp = u32::try_from(attempts.clamp(1, 8) - 1).unwrap_or(0);
+/// When the daemon tries an event again after `passes` failed delivery
+/// passes: 30 s, doubling, at most an hour.
+pub fn retry_after(passes: i64) -> Duration {
+    let exp = u32::try_from(passes.clamp(1, 8) - 1).unwrap_or(0);
     Duration::from_secs(30u64 << exp).min(Duration::from_secs(3600))
 }
 
@@ -344,7 +341,9 @@ pub async fn deliver(settings: &NotifySettings, history: &History, pass: Pass) -
         }
     }
     for r in &settings.receivers {
-        m.notify_waiting.with_label_values(&[r.name.as_str()]).set(0);
+        m.notify_waiting
+            .with_label_values(&[r.name.as_str()])
+            .set(0);
     }
     if let Ok(after) = history.outbox_summary().await {
         for (sink, count, _) in after {
@@ -423,9 +422,11 @@ async fn deliver_to(
                         .inc_by(u64::from(attempts));
                     out.failed += u64::from(attempts);
                     let total = event.attempts + i64::from(attempts);
-                    let next = format_time(
-                        time::OffsetDateTime::now_utc() + retry_after(total),
-                    );
+                    // The backoff grows with the passes that failed, not
+                    // with the attempts inside each.
+                    let passes =
+                        (total + i64::from(ATTEMPTS_PER_PASS) - 1) / i64::from(ATTEMPTS_PER_PASS);
+                    let next = format_time(time::OffsetDateTime::now_utc() + retry_after(passes));
                     tracing::warn!(
                         receiver = %r.name,
                         url = %r.shown_url(),
@@ -602,7 +603,13 @@ mod tests {
         assert_eq!(body["type"], "io.tagsync.target.refused");
         assert_eq!(body["source"], "urn:tagsync:abc");
         assert_eq!(body["data"]["guard"], "removal-ratio");
-        assert!(n.target(&TargetEvent { outcome: "unchanged", ..e }).is_empty());
+        assert!(
+            n.target(&TargetEvent {
+                outcome: "unchanged",
+                ..e
+            })
+            .is_empty()
+        );
         assert!(Notifier::none().target(&e).is_empty());
         let shown = receiver("x", &[]);
         assert_eq!(shown.shown_url(), "https://hooks.example.com/…");

@@ -154,13 +154,13 @@ impl History {
     /// many.
     pub async fn outbox_forget_others(&self, sinks: &[String]) -> Result<u64, HistoryError> {
         let names = serde_json::to_string(sinks).unwrap_or_else(|_| "[]".into());
-        Ok(sqlx::query(
-            "DELETE FROM outbox WHERE sink NOT IN (SELECT value FROM json_each(?1))",
+        Ok(
+            sqlx::query("DELETE FROM outbox WHERE sink NOT IN (SELECT value FROM json_each(?1))")
+                .bind(names)
+                .execute(self.pool())
+                .await
+                .map_err(|e| self.outbox_err(e))?
+                .rows_affected(),
         )
-        .bind(names)
-        .execute(self.pool())
-        .await
-        .map_err(|e| self.outbox_err(e))?
-        .rows_affected())
     }
 }

@@ -284,7 +284,11 @@ impl<'s> Session<'s> {
                         "rollback takes exactly one target: --target NAME".into(),
                     ));
                 };
-                let set = self.history.owned_at(target, *to).await.map_err(Error::from)?;
+                let set = self
+                    .history
+                    .owned_at(target, *to)
+                    .await
+                    .map_err(Error::from)?;
                 let set = set.map_err(Error::Usage)?;
                 work.push(Work {
                     target: target.clone(),

@@ -138,7 +138,8 @@ impl Adapter for Storage {
     fn rule_objects(&self, rules: &PrefixSet) -> Value {
         let (v4, v6) = split(rules);
         let none = PrefixSet::new();
-        let mut acls = serde_json::json!({ "ipRules": edit_rules(&[], "value", Some("Allow"), &v4, &none) });
+        let mut acls =
+            serde_json::json!({ "ipRules": edit_rules(&[], "value", Some("Allow"), &v4, &none) });
         if !v6.is_empty() {
             acls["ipv6Rules"] = Value::Array(edit_rules(&[], "value", Some("Allow"), &v6, &none));
         }

@@ -13,6 +13,7 @@ mod faults;
 mod fidelity;
 mod lean_history;
 mod new_kinds;
+mod notify;
 mod ops;
 mod props;
 mod replay;
