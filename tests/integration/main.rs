@@ -7,6 +7,7 @@ mod cli;
 mod concurrency;
 mod crash;
 mod download;
+mod export_rollback;
 mod fake_arm;
 mod fake_http;
 mod faults;
