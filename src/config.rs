@@ -18,7 +18,7 @@ use crate::feed::source::SourceSpec;
 use crate::feed::{Cloud, PrefixBounds};
 use crate::fit::Overflow;
 use crate::http::HttpSettings;
-use crate::notify::{EventKind, NotifySettings, Receiver, ReceiverAuth};
+use crate::notify::{EventKind, NotifySettings, Receiver, ReceiverAuth, ReceiverUrl};
 use crate::tags::TagSelection;
 use crate::targets::{ResourceId, TargetSpec, adapter_of};
 
@@ -66,7 +66,10 @@ pub struct ConfigFile {
 #[serde(deny_unknown_fields)]
 pub struct NotifySection {
     pub name: String,
-    pub url: String,
+    pub url: Option<String>,
+    /// A file holding the URL, for URLs that carry a secret (a Slack or
+    /// Teams webhook's path): read once at start, never logged.
+    pub url_file: Option<PathBuf>,
     /// A file holding the HMAC-SHA256 key (a mounted Kubernetes Secret).
     pub secret_file: Option<PathBuf>,
     /// Default: all of them.
@@ -713,7 +716,19 @@ fn notify_settings(
         if receivers.iter().any(|r| r.name == n.name) {
             return Err(ConfigError(format!("{at}: two receivers have this name")));
         }
-        check_base_url(&format!("{at}: url"), &n.url)?;
+        let url = match (n.url, &n.url_file) {
+            (Some(url), None) => {
+                check_base_url(&format!("{at}: url"), &url)?;
+                ReceiverUrl::Inline(url)
+            }
+            // Read at each delivery, like the signing key.
+            (None, Some(path)) => ReceiverUrl::File(path.clone()),
+            _ => {
+                return Err(ConfigError(format!(
+                    "{at}: give exactly one of url and url_file"
+                )));
+            }
+        };
         let events = match n.events {
             None => EventKind::ALL.into_iter().collect(),
             Some(names) if names.is_empty() => {
@@ -755,7 +770,7 @@ fn notify_settings(
         };
         receivers.push(Receiver {
             name: n.name,
-            url: n.url,
+            url,
             secret_file: n.secret_file,
             events,
             timeout,

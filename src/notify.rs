@@ -72,11 +72,20 @@ pub enum ReceiverAuth {
     EntraEventGrid,
 }
 
+/// Where a receiver's URL comes from.
+#[derive(Debug, Clone)]
+pub enum ReceiverUrl {
+    Inline(String),
+    /// A file holding it, for URLs that carry a secret (a Slack or Teams
+    /// webhook's path): read at each delivery, never shown.
+    File(PathBuf),
+}
+
 /// One receiver, validated.
 #[derive(Debug, Clone)]
 pub struct Receiver {
     pub name: String,
-    pub url: String,
+    pub url: ReceiverUrl,
     /// The HMAC-SHA256 key, read at each delivery (a rotated Kubernetes
     /// Secret is picked up without a restart).
     pub secret_file: Option<PathBuf>,
@@ -91,7 +100,11 @@ impl Receiver {
     /// often carry their secret in the path (Slack, Teams), not just the
     /// query.
     pub fn shown_url(&self) -> String {
-        match url::Url::parse(&self.url) {
+        let url = match &self.url {
+            ReceiverUrl::Inline(u) => u,
+            ReceiverUrl::File(_) => return "(url_file)".into(),
+        };
+        match url::Url::parse(url) {
             Ok(u) => format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or_default()),
             Err(_) => "(unparsable url)".into(),
         }
@@ -390,6 +403,24 @@ async fn deliver_to(
             }
         },
     };
+    let url = match &r.url {
+        ReceiverUrl::Inline(u) => u.clone(),
+        ReceiverUrl::File(path) => {
+            let url = std::fs::read_to_string(path).map(|t| t.trim().to_owned());
+            match url {
+                Ok(u) if crate::http::check_url_allowed(&u).is_ok() => u,
+                // Never shown: the URL in the file is the secret.
+                Ok(_) => {
+                    tracing::error!(receiver = %r.name, "the URL in url_file {} is not an https URL (http only on loopback); its events wait", path.display());
+                    return out;
+                }
+                Err(e) => {
+                    tracing::error!(receiver = %r.name, "cannot read the url_file {}: {e}; its events wait until it can be read", path.display());
+                    return out;
+                }
+            }
+        }
+    };
     loop {
         let batch = match history.outbox_waiting(&r.name, due_by.as_deref(), 50).await {
             Ok(b) => b,
@@ -402,7 +433,7 @@ async fn deliver_to(
             return out;
         }
         for event in batch {
-            match post(r, client, &event, secret.as_deref(), token, started).await {
+            match post(r, &url, client, &event, secret.as_deref(), token, started).await {
                 Ok(()) => {
                     m.notify_deliveries
                         .with_label_values(&[r.name.as_str(), "delivered"])
@@ -451,6 +482,7 @@ async fn deliver_to(
 /// returns the attempts made and the last reason (no URL in it).
 async fn post(
     r: &Receiver,
+    url: &str,
     client: &reqwest::Client,
     event: &Queued,
     secret: Option<&[u8]>,
@@ -463,7 +495,7 @@ async fn post(
             return Err((attempt - 1, format!("{why}; this pass's time is up")));
         }
         let mut request = client
-            .post(&r.url)
+            .post(url)
             .timeout(r.timeout)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE)
             .body(event.body.clone());
@@ -566,7 +598,7 @@ mod tests {
     fn only_the_receivers_that_want_an_event_get_it() {
         let receiver = |name: &str, events: &[EventKind]| Receiver {
             name: name.into(),
-            url: "https://hooks.example.com/x".into(),
+            url: ReceiverUrl::Inline("https://hooks.example.com/x".into()),
             secret_file: None,
             events: events.iter().copied().collect(),
             timeout: Duration::from_secs(5),

@@ -457,13 +457,17 @@ fn a_read_only_copy_of_an_older_schema_is_named_and_a_writable_one_upgraded() {
             .await
             .expect("old schema");
     });
+    let latest = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
+        .expect("ls")
+        .count();
     // Read-only, it cannot be upgraded: the error says what it is.
     let copy = read_only_copy(&dir, &db);
     let ro = run_unprivileged(&dir, &copy, &["history"]);
     ro.assert_code(4);
     assert!(
-        ro.stderr
-            .contains("written by an older tagsync (schema 4, this one reads 6)"),
+        ro.stderr.contains(&format!(
+            "written by an older tagsync (schema 4, this one reads {latest})"
+        )),
         "{}",
         ro.stderr
     );
@@ -481,5 +485,5 @@ fn a_read_only_copy_of_an_older_schema_is_named_and_a_writable_one_upgraded() {
             .await
             .expect("version")
     });
-    assert_eq!(version, 5);
+    assert_eq!(version, i64::try_from(latest).expect("count"));
 }

@@ -42,7 +42,9 @@ impl<'a> Parser<'a> {
                 Some(b' ' | b'\t' | b'\r' | b'\n') => self.i += 1,
                 Some(b',') if !self.bicep => self.i += 1,
                 Some(b'#') if !self.bicep => self.skip_line(),
-                Some(b'/') if self.bicep && self.s.get(self.i + 1) == Some(&b'/') => self.skip_line(),
+                Some(b'/') if self.bicep && self.s.get(self.i + 1) == Some(&b'/') => {
+                    self.skip_line()
+                }
                 _ => return,
             }
         }

@@ -131,13 +131,15 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
     let orphans = scalar(
         &w,
         "SELECT COUNT(*) FROM prefix_sets p WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.prefix_set_id = p.id)
-           AND NOT EXISTS (SELECT 1 FROM applies a WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id)",
+           AND NOT EXISTS (SELECT 1 FROM applies a
+                           WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id OR a.owned_set = p.id)",
     );
     assert_eq!(orphans, 0);
     let dangling = scalar(
         &w,
         "SELECT COUNT(*) FROM applies a WHERE NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_after_set)
-            OR NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_before_set)",
+            OR NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_before_set)
+            OR (a.owned_set IS NOT NULL AND NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.owned_set))",
     );
     assert_eq!(dangling, 0);
     // The kept applies still read back with their rule counts.

@@ -71,6 +71,20 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if .Values.targets -}}
 {{- $_ := set $cfg "targets" (deepCopy .Values.targets) -}}
 {{- end -}}
+{{- if .Values.notify -}}
+{{- $receivers := list -}}
+{{- range $i, $n := .Values.notify -}}
+{{- $r := omit $n "secretName" "secretKey" "urlSecretName" "urlSecretKey" -}}
+{{- if $n.secretName -}}
+{{- $_ := set $r "secret_file" (printf "/var/run/secrets/tagsync-notify-%d/secret" $i) -}}
+{{- end -}}
+{{- if $n.urlSecretName -}}
+{{- $_ := set $r "url_file" (printf "/var/run/secrets/tagsync-notify-%d/url" $i) -}}
+{{- end -}}
+{{- $receivers = append $receivers $r -}}
+{{- end -}}
+{{- $_ := set $cfg "notify" $receivers -}}
+{{- end -}}
 {{- /* Helm reads every number of a values file as a float: `max_rules: 100`
        would render as `max_rules = 100.0`, which tagsync rightly refuses.
        Whole numbers become integers again, except the keys that are floats
@@ -192,6 +206,13 @@ containers:
         mountPath: /var/run/secrets/tagsync
         readOnly: true
       {{- end }}
+      {{- range $i, $n := .Values.notify }}
+      {{- if or $n.secretName $n.urlSecretName }}
+      - name: notify-{{ $i }}
+        mountPath: /var/run/secrets/tagsync-notify-{{ $i }}
+        readOnly: true
+      {{- end }}
+      {{- end }}
 volumes:
   - name: config
     configMap:
@@ -212,6 +233,27 @@ volumes:
       items:
         - key: {{ .Values.identity.secretKey }}
           path: client-secret
+  {{- end }}
+  {{- range $i, $n := .Values.notify }}
+  {{- if or $n.secretName $n.urlSecretName }}
+  - name: notify-{{ $i }}
+    projected:
+      sources:
+        {{- if $n.secretName }}
+        - secret:
+            name: {{ $n.secretName }}
+            items:
+              - key: {{ default "secret" $n.secretKey }}
+                path: secret
+        {{- end }}
+        {{- if $n.urlSecretName }}
+        - secret:
+            name: {{ $n.urlSecretName }}
+            items:
+              - key: {{ default "url" $n.urlSecretKey }}
+                path: url
+        {{- end }}
+  {{- end }}
   {{- end }}
 {{- with .Values.nodeSelector }}
 nodeSelector:

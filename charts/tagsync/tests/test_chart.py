@@ -175,6 +175,32 @@ def test_client_secret_from_an_existing_secret_and_an_existing_claim():
     assert "client_secret =" not in toml
 
 
+def test_notify_receivers_with_secrets_mounted_as_files():
+    docs = render("notify-values.yaml")
+    validate(docs)
+    toml, report = config_check(docs)
+    assert "[[notify]]" in toml, toml
+    assert 'secret_file = "/var/run/secrets/tagsync-notify-0/secret"' in toml, toml
+    assert 'url_file = "/var/run/secrets/tagsync-notify-1/url"' in toml, toml
+    for key in ("secretName", "secretKey", "urlSecretName"):
+        assert key not in toml, f"chart-only key {key} reached the config:\n{toml}"
+    spec = pod_spec(docs)["spec"]
+    vols = {v["name"]: v for v in spec["volumes"]}
+    sources = vols["notify-0"]["projected"]["sources"]
+    assert sources == [{"secret": {"name": "tagsync-webhook", "items": [{"key": "hmac", "path": "secret"}]}}], sources
+    sources = vols["notify-1"]["projected"]["sources"]
+    assert sources == [{"secret": {"name": "tagsync-chat", "items": [{"key": "url", "path": "url"}]}}], sources
+    mounts = {m["name"]: m for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["notify-0"]["mountPath"] == "/var/run/secrets/tagsync-notify-0"
+    assert mounts["notify-1"]["readOnly"] is True
+    # A receiver needs a URL, one way or the other, and a known event.
+    for args in (["--set", "notify[0].name=x"],
+                 ["--set", "notify[0].name=x,notify[0].url=https://h/x,notify[0].events[0]=target.aplied"],
+                 ["--set", "notify[0].name=x,notify[0].url=http://h/x"]):
+        out = subprocess.run([HELM, "template", "t", CHART] + args, capture_output=True, text=True)
+        assert out.returncode != 0, f"{args} was accepted"
+
+
 def test_dashboard_configmap_for_the_grafana_sidecar():
     docs = render("workload-identity-values.yaml")
     validate(docs)
