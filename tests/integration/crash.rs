@@ -134,6 +134,48 @@ fn check_converged(w: &World, desired: &[&str], context: &str) {
     }
 }
 
+/// An event exists exactly when its fact does: one `feed.changed` per
+/// changed run, one target event per apply that was not unchanged, none
+/// for anything that was not recorded.
+fn check_outbox(w: &World, context: &str) {
+    if !w.dir.db().exists() {
+        return;
+    }
+    let (facts, events) = with_db(&w.dir.db(), async |pool| {
+        let has_outbox: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE name = 'outbox'")
+                .fetch_one(pool)
+                .await
+                .expect("schema");
+        if has_outbox == 0 {
+            return (Vec::new(), Vec::new());
+        }
+        let facts: Vec<String> = sqlx::query_scalar(
+            "SELECT 'run ' || id FROM runs WHERE outcome = 'changed'
+             UNION ALL
+             SELECT 'apply ' || id FROM applies WHERE outcome IN ('applied', 'refused', 'failed', 'drifted')
+             ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("facts");
+        let events: Vec<String> = sqlx::query_scalar(
+            "SELECT CASE WHEN type = 'io.tagsync.feed.changed'
+                         THEN 'run ' || json_extract(body, '$.data.run_id')
+                         ELSE 'apply ' || json_extract(body, '$.data.apply_id') END
+             FROM outbox ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("events");
+        (facts, events)
+    });
+    assert_eq!(
+        events, facts,
+        "{context}: the outbox holds one event per fact"
+    );
+}
+
 /// Ages the history, if a killed run left one with its tables.
 fn age_if_any(w: &World) {
     if !w.dir.db().exists() {
@@ -185,6 +227,15 @@ fn kill_9_at_random_points_never_leaves_a_written_rule_unowned() {
     // Slow answers stretch each run to a few hundred milliseconds, so the
     // kills land before, during and after the writes.
     w.arm.state.lock().expect("lock").delay = Some(Duration::from_millis(15));
+    // A receiver that never takes an event: every event a run recorded
+    // stays in the outbox, so the outbox must match the facts exactly.
+    let receiver = crate::fake_http::FakeServer::start(|_| Response::new(503, ""));
+    let mut cfg = std::fs::read_to_string(&w.cfg).expect("config");
+    cfg.push_str(&format!(
+        "\n[[notify]]\nname = \"ops\"\nurl = \"{}\"\ntimeout = \"1s\"\n",
+        receiver.url("/hook")
+    ));
+    std::fs::write(&w.cfg, cfg).expect("config");
     let identity = w.arm.identity_env();
     let mut rng = Lcg(20261201);
     let (mut killed, mut writes_in_killed) = (0, 0);
@@ -216,6 +267,7 @@ fn kill_9_at_random_points_never_leaves_a_written_rule_unowned() {
         let _ = child.wait();
         assert_eq!(integrity(&w), "ok", "round {round}");
         check_safe(&w, &format!("round {round}"));
+        check_outbox(&w, &format!("round {round}"));
     }
     eprintln!(
         "crash test: {ROUNDS} rounds, {killed} killed mid-run, {writes_in_killed} writes sent in killed runs"

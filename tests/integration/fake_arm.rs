@@ -21,6 +21,8 @@ use crate::fake_http::{FakeServer, Request, Response};
 pub const SUB: &str = "00000000-0000-0000-0000-000000000000";
 pub const RG: &str = "rg-adt";
 pub const TOKEN: &str = "fake-arm-token-5f2a";
+/// The managed identity's token for Event Grid (`https://eventgrid.azure.net`).
+pub const EVENT_GRID_TOKEN: &str = "fake-eventgrid-token-77d1";
 pub const IDENTITY_HEADER: &str = "identity-header-secret-9c1e";
 
 #[derive(Default)]
@@ -332,13 +334,20 @@ fn respond(state: &Mutex<State>, req: &Request) -> Response {
             );
         }
         state.lock().expect("lock").token_requests += 1;
+        // A token is for one resource: Event Grid's is not Resource Manager's.
+        let for_event_grid = req.path.contains("eventgrid.azure.net");
+        let (token, resource) = if for_event_grid {
+            (EVENT_GRID_TOKEN, "https://eventgrid.azure.net")
+        } else {
+            (TOKEN, "https://management.azure.com")
+        };
         let expires = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() + 3600)
             .unwrap_or_default();
         return Response::json(
             200,
-            json!({"access_token": TOKEN, "expires_on": expires.to_string(), "resource": "https://management.azure.com",
+            json!({"access_token": token, "expires_on": expires.to_string(), "resource": resource,
                    "token_type": "Bearer", "client_id": "00000000-0000-0000-0000-00000000c11e"})
             .to_string(),
         );

@@ -364,3 +364,52 @@ fn bad_receivers_are_config_errors_naming_them() {
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
 }
+
+#[test]
+fn an_event_grid_topic_gets_an_entra_token_for_event_grid_and_a_url_file_is_never_shown() {
+    let w = world("Standard", "");
+    // Like an Event Grid topic: 401 without a token for Event Grid.
+    let topic = FakeServer::start(|req| {
+        let want = format!("Bearer {}", crate::fake_arm::EVENT_GRID_TOKEN);
+        if req.header("authorization") == Some(want.as_str()) {
+            Response::new(200, "")
+        } else {
+            Response::json(401, r#"{"error":{"code":"Unauthorized"}}"#)
+        }
+    });
+    let url_file = w.dir.write(
+        "topic-url",
+        format!("{}\n", topic.url(&format!("/api/events/{PATH_TOKEN}"))),
+    );
+    let mut cfg = std::fs::read_to_string(&w.cfg).expect("config");
+    cfg.push_str(&format!(
+        "\n[[notify]]\nname = \"topic\"\nurl_file = \"{}\"\nauth = \"entra\"\n",
+        url_file.display()
+    ));
+    std::fs::write(&w.cfg, cfg).expect("config");
+    let run = w.sync(&[P1], 10, &[]);
+    run.assert_code(0);
+    let requests = topic.requests();
+    assert_eq!(requests.len(), 4, "one feed event and three target events");
+    assert!(requests.iter().all(|r| r.path.ends_with(PATH_TOKEN)));
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("x-tagsync-signature-256").is_none()),
+        "no secret_file, no signature"
+    );
+    assert_eq!(
+        outbox_rows(&w),
+        0,
+        "every event accepted: the token was Event Grid's"
+    );
+
+    // A URL file that holds no https URL: the events wait, and the file's
+    // content is never shown.
+    std::fs::write(&url_file, format!("ftp://example.com/{PATH_TOKEN}")).expect("write");
+    let run = w.sync(&[P1, P2], 11, &[]);
+    run.assert_code(0);
+    assert!(run.stderr.contains("is not an https URL"), "{}", run.stderr);
+    assert!(!run.stderr.contains(PATH_TOKEN), "{}", run.stderr);
+    assert_eq!(outbox_rows(&w), 4);
+}
