@@ -783,6 +783,18 @@ pub struct ConfigReport {
     pub warnings: Vec<String>,
     pub resource_manager: String,
     pub targets: Vec<ConfiguredTarget>,
+    pub notify: Vec<ConfiguredReceiver>,
+}
+
+/// A `[[notify]]` receiver as `config check` shows it: its URL only as
+/// scheme and host.
+#[derive(Debug, Serialize)]
+pub struct ConfiguredReceiver {
+    pub name: String,
+    pub url: String,
+    pub events: Vec<&'static str>,
+    pub signed: bool,
+    pub auth: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -844,6 +856,21 @@ impl ConfigReport {
                     tags: t.selection.tags.clone(),
                     regions: t.selection.regions.clone(),
                     overflow: t.overflow,
+                })
+                .collect(),
+            notify: s
+                .notify
+                .receivers
+                .iter()
+                .map(|r| ConfiguredReceiver {
+                    name: r.name.clone(),
+                    url: r.shown_url(),
+                    events: r.events.iter().map(|e| e.as_str()).collect(),
+                    signed: r.secret_file.is_some(),
+                    auth: match r.auth {
+                        crate::notify::ReceiverAuth::None => "none",
+                        crate::notify::ReceiverAuth::EntraEventGrid => "entra",
+                    },
                 })
                 .collect(),
         }
@@ -924,6 +951,21 @@ pub fn config_human(r: &ConfigReport) -> String {
             t.tags.join(", ")
         );
         let _ = writeln!(out, "           {}", t.resource_id);
+    }
+    for n in &r.notify {
+        let _ = writeln!(
+            out,
+            "notify:    {} {}{}{}: {}",
+            n.name,
+            n.url,
+            if n.signed { ", signed" } else { "" },
+            if n.auth == "entra" {
+                ", Entra ID token"
+            } else {
+                ""
+            },
+            n.events.join(", ")
+        );
     }
     for w in &r.warnings {
         let _ = writeln!(out, "warning:   {w}");
