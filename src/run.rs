@@ -459,6 +459,12 @@ pub async fn seed_metrics(settings: &Settings, history: &History) {
     ] {
         m.runs.with_label_values(&[outcome]);
     }
+    for r in &settings.notify.receivers {
+        for outcome in ["delivered", "failed"] {
+            m.notify_deliveries
+                .with_label_values(&[r.name.as_str(), outcome]);
+        }
+    }
     for t in &settings.targets {
         let name = t.name.as_str();
         for o in [
