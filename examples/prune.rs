@@ -103,6 +103,12 @@ async fn main() {
             .expect("apply");
         }
     }
+    // Each apply refers to its target's set twice (before and after).
+    sqlx::query("UPDATE prefix_sets SET apply_refs = apply_refs + ?1 WHERE sha256 LIKE 'bench-%'")
+        .bind(2 * runs)
+        .execute(&mut *tx)
+        .await
+        .expect("refs");
     tx.commit().await.expect("commit");
     pool.close().await;
     let size = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
@@ -112,6 +118,11 @@ async fn main() {
     std::fs::create_dir_all(&base).expect("dir");
     std::fs::copy(dir.join("feed.json"), base.join("feed.json")).expect("copy");
     std::fs::copy(&db, base.join("tagsync.db")).expect("copy");
+    if std::env::var_os("TAGSYNC_PRUNE_KEEP").is_some() {
+        // For experiments: leave the unpruned history behind.
+        println!("{}", base.join("tagsync.db").display());
+        return;
+    }
     let without = sync(&binary, &base, "100y");
     let with = sync(&binary, &dir, "1y");
     println!(

@@ -221,6 +221,10 @@ impl History {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
+            // Up to 32 MB of pages per connection (SQLite's default is
+            // 2 MB): a large prune changes pages all over `applies`, and
+            // with a small cache it writes and rereads them many times.
+            .pragma("cache_size", "-32768")
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(2)
@@ -437,19 +441,34 @@ impl History {
         .await
         .map_err(|e| self.err(e))?;
         let runs_json = ids_json(&runs);
-        let applies = sqlx::query(
-            "SELECT a.id, a.rules_before_set, a.rules_after_set, a.owned_set FROM applies a
-             WHERE a.id IN (
-                 SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
-                 UNION ALL
-                 SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2)
-               AND EXISTS (SELECT 1 FROM applies b WHERE b.target = a.target AND b.id > a.id)",
-        )
+        // The applies to delete: those of the deleted runs (and run-less
+        // ones older than the cutoff), except each target's latest. The
+        // subquery is evaluated once per statement that uses it.
+        let doomed = "(SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
+                       UNION ALL SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2
+                       EXCEPT SELECT MAX(id) FROM applies GROUP BY target)";
+        // Their prefix sets lose one reference per column that named them;
+        // the sets left with none are candidates for deletion.
+        let released: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "UPDATE prefix_sets SET apply_refs = apply_refs - d.n
+             FROM (SELECT CASE k.k WHEN 1 THEN a.rules_before_set WHEN 2 THEN a.rules_after_set
+                                   ELSE a.owned_set END AS s, COUNT(*) AS n
+                   FROM applies a, (SELECT 1 AS k UNION ALL SELECT 2 UNION ALL SELECT 3) k
+                   WHERE a.id IN {doomed} AND s IS NOT NULL GROUP BY s) AS d
+             WHERE prefix_sets.id = d.s
+             RETURNING prefix_sets.id, prefix_sets.apply_refs"
+        ))
         .bind(&runs_json)
         .bind(&cutoff)
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
+        sqlx::query(&format!("DELETE FROM applies WHERE id IN {doomed}"))
+            .bind(&runs_json)
+            .bind(&cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
         let mut sets: std::collections::BTreeSet<i64> = sqlx::query_scalar(
             "SELECT prefix_set_id FROM snapshots WHERE run_id IN (SELECT value FROM json_each(?1))",
         )
@@ -459,18 +478,7 @@ impl History {
         .map_err(|e| self.err(e))?
         .into_iter()
         .collect();
-        let mut apply_ids = Vec::with_capacity(applies.len());
-        for a in &applies {
-            apply_ids.push(a.get::<i64, _>(0));
-            sets.extend(a.get::<Option<i64>, _>(1));
-            sets.extend(a.get::<Option<i64>, _>(2));
-            sets.extend(a.get::<Option<i64>, _>(3));
-        }
-        sqlx::query("DELETE FROM applies WHERE id IN (SELECT value FROM json_each(?1))")
-            .bind(ids_json(&apply_ids))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        sets.extend(released.iter().filter(|(_, refs)| *refs <= 0).map(|(id, _)| *id));
         let deleted = sqlx::query("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(&runs_json)
             .execute(&mut *tx)
@@ -480,10 +488,8 @@ impl History {
         let sets: Vec<i64> = sets.into_iter().collect();
         sqlx::query(
             "DELETE FROM prefix_sets WHERE id IN (SELECT value FROM json_each(?1))
-               AND NOT EXISTS (SELECT 1 FROM snapshots WHERE prefix_set_id = prefix_sets.id)
-               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_before_set = prefix_sets.id)
-               AND NOT EXISTS (SELECT 1 FROM applies WHERE rules_after_set = prefix_sets.id)
-               AND NOT EXISTS (SELECT 1 FROM applies WHERE owned_set = prefix_sets.id)",
+               AND apply_refs <= 0
+               AND NOT EXISTS (SELECT 1 FROM snapshots WHERE prefix_set_id = prefix_sets.id)",
         )
         .bind(ids_json(&sets))
         .execute(&mut *tx)

@@ -631,6 +631,18 @@ impl History {
         .await
         .map_err(|e| self.query_err(e))?
         .last_insert_rowid();
+        // The sets count the apply columns that refer to them (retention
+        // deletes a set when none does); one set may be referred to twice.
+        sqlx::query(
+            "UPDATE prefix_sets SET apply_refs = apply_refs + (id IS ?1) + (id IS ?2) + (id IS ?3)
+             WHERE id IN (?1, ?2, ?3)",
+        )
+        .bind(before)
+        .bind(after)
+        .bind(owned_set)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.query_err(e))?;
         crate::outbox::enqueue(&mut tx, &events(id))
             .await
             .map_err(|e| self.query_err(e))?;

@@ -135,6 +135,15 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
                            WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id OR a.owned_set = p.id)",
     );
     assert_eq!(orphans, 0);
+    // Every set counts exactly the apply columns that refer to it.
+    let miscounted = scalar(
+        &w,
+        "SELECT COUNT(*) FROM prefix_sets p WHERE p.apply_refs !=
+           (SELECT COUNT(*) FROM applies a WHERE a.rules_before_set = p.id)
+         + (SELECT COUNT(*) FROM applies a WHERE a.rules_after_set = p.id)
+         + (SELECT COUNT(*) FROM applies a WHERE a.owned_set = p.id)",
+    );
+    assert_eq!(miscounted, 0);
     let dangling = scalar(
         &w,
         "SELECT COUNT(*) FROM applies a WHERE NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_after_set)
