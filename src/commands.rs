@@ -342,9 +342,20 @@ async fn apply_cmd(cli: &Cli, args: &ApplyArgs) -> Result<u8, Error> {
         ..RunOptions::default()
     };
     let run = execute(&settings, &Mode::ApplySaved(doc), &opts).await?;
+    targets_result(cli, &run, "apply", &stop)
+}
+
+/// Prints the targets of a run that wrote (`apply`, `rollback`) and gives
+/// its exit code: 7 when a signal stopped it.
+fn targets_result(
+    cli: &Cli,
+    run: &RunReport,
+    command: &str,
+    stop: &tokio::sync::watch::Receiver<bool>,
+) -> Result<u8, Error> {
     let reports = run.reports();
     if cli.output == OutputFormat::Markdown {
-        print_text(&render::targets_markdown(&reports, "apply"));
+        print_text(&render::targets_markdown(&reports, command));
     } else {
         emit(cli.output, &reports, |r| {
             render::targets_human(r, cli.verbose > 0)
@@ -370,23 +381,12 @@ async fn rollback_cmd(cli: &Cli, args: &RollbackArgs) -> Result<u8, Error> {
         dry_run: args.dry_run,
     };
     let run = execute(&settings, &mode, &opts).await?;
-    let reports = run.reports();
     let command = if args.dry_run {
         "rollback --dry-run"
     } else {
         "rollback"
     };
-    if cli.output == OutputFormat::Markdown {
-        print_text(&render::targets_markdown(&reports, command));
-    } else {
-        emit(cli.output, &reports, |r| {
-            render::targets_human(r, cli.verbose > 0)
-        })?;
-    }
-    if *stop.borrow() {
-        return Ok(exit::INTERRUPTED);
-    }
-    Ok(run.exit_code())
+    targets_result(cli, &run, command, &stop)
 }
 
 async fn export_cmd(cli: &Cli, args: &ExportArgs) -> Result<u8, Error> {

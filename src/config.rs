@@ -512,12 +512,7 @@ impl ConfigFile {
         let mut targets: Vec<TargetSpec> = Vec::new();
         for t in self.targets {
             let at = format!("[[targets]] `{}`", t.name);
-            if t.name.is_empty()
-                || !t
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            {
+            if !is_name(&t.name) {
                 return Err(ConfigError(format!(
                     "{at}: a target name is letters, digits, `-`, `_` and `.` (it names the target in the ledger, logs and metrics)"
                 )));
@@ -695,6 +690,14 @@ impl ConfigFile {
     }
 }
 
+/// A name that may label metrics and log lines: letters, digits, `-`, `_`, `.`.
+fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
 /// Validates the `[[notify]]` receivers.
 fn notify_settings(
     sections: Vec<NotifySection>,
@@ -703,12 +706,7 @@ fn notify_settings(
     let mut receivers: Vec<Receiver> = Vec::new();
     for n in sections {
         let at = format!("[[notify]] `{}`", n.name);
-        if n.name.is_empty()
-            || !n
-                .name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if !is_name(&n.name) {
             return Err(ConfigError(format!(
                 "{at}: a receiver name is letters, digits, `-`, `_` and `.` (it names the receiver in logs and metrics)"
             )));

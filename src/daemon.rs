@@ -311,15 +311,7 @@ async fn redeliver(settings: &Settings) {
             return;
         }
     };
-    let d = crate::notify::deliver(&settings.notify, &history, crate::notify::Pass::Due).await;
-    if d.delivered + d.failed > 0 {
-        tracing::info!(
-            delivered = d.delivered,
-            failed_attempts = d.failed,
-            waiting = d.waiting,
-            "retried notifications"
-        );
-    }
+    crate::notify::deliver(&settings.notify, &history, crate::notify::Pass::Due).await;
     history.close().await;
 }
 

@@ -478,7 +478,12 @@ impl History {
         .map_err(|e| self.err(e))?
         .into_iter()
         .collect();
-        sets.extend(released.iter().filter(|(_, refs)| *refs <= 0).map(|(id, _)| *id));
+        sets.extend(
+            released
+                .iter()
+                .filter(|(_, refs)| *refs <= 0)
+                .map(|(id, _)| *id),
+        );
         let deleted = sqlx::query("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(&runs_json)
             .execute(&mut *tx)

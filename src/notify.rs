@@ -366,6 +366,14 @@ pub async fn deliver(settings: &NotifySettings, history: &History, pass: Pass) -
                 .set(count);
         }
     }
+    if total.delivered + total.failed > 0 {
+        tracing::info!(
+            delivered = total.delivered,
+            failed_attempts = total.failed,
+            waiting = total.waiting,
+            "notifications"
+        );
+    }
     total
 }
 

@@ -227,15 +227,7 @@ impl<'s> Session<'s> {
         if self.settings.notify.receivers.is_empty() {
             return;
         }
-        let d = deliver(&self.settings.notify, &self.history, Pass::AfterRun).await;
-        if d.delivered + d.failed > 0 {
-            tracing::info!(
-                delivered = d.delivered,
-                failed_attempts = d.failed,
-                waiting = d.waiting,
-                "notifications"
-            );
-        }
+        deliver(&self.settings.notify, &self.history, Pass::AfterRun).await;
     }
 
     pub async fn close(self) {
