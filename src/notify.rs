@@ -429,17 +429,26 @@ async fn deliver_to(
             }
         }
     };
+    let mut first = true;
     loop {
-        let batch = match history.outbox_waiting(&r.name, due_by.as_deref(), 50).await {
+        let batch = match history.outbox_waiting(&r.name, 50).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(receiver = %r.name, "cannot read the notification outbox: {e}");
                 return out;
             }
         };
-        if batch.is_empty() {
+        // Between runs a receiver's queue moves only when its oldest event
+        // is due; the events behind it follow it, in order.
+        let not_due = |e: &Queued| {
+            due_by
+                .as_deref()
+                .is_some_and(|d| e.next_attempt_at.as_str() > d)
+        };
+        if batch.is_empty() || (first && batch.first().is_some_and(not_due)) {
             return out;
         }
+        first = false;
         for event in batch {
             match post(r, &url, client, &event, secret.as_deref(), token, started).await {
                 Ok(()) => {
@@ -500,7 +509,15 @@ async fn post(
     let mut why = String::new();
     for attempt in 1..=ATTEMPTS_PER_PASS {
         if started.elapsed() + r.timeout > PASS_BUDGET {
-            return Err((attempt - 1, format!("{why}; this pass's time is up")));
+            let spent = "this pass's time for the receiver is spent";
+            return Err((
+                attempt - 1,
+                if why.is_empty() {
+                    spent.to_owned()
+                } else {
+                    format!("{why}; {spent}")
+                },
+            ));
         }
         let mut request = client
             .post(url)

@@ -32,6 +32,7 @@ pub struct Queued {
     pub kind: String,
     pub body: String,
     pub attempts: i64,
+    pub next_attempt_at: String,
 }
 
 /// Writes events in the caller's transaction.
@@ -73,21 +74,17 @@ impl History {
             .map_err(|e| self.outbox_err(e))
     }
 
-    /// A receiver's waiting events, oldest first; with `due_by`, only those
-    /// whose next attempt is due by then.
+    /// A receiver's waiting events, oldest first.
     pub async fn outbox_waiting(
         &self,
         sink: &str,
-        due_by: Option<&str>,
         limit: u32,
     ) -> Result<Vec<Queued>, HistoryError> {
         let rows = sqlx::query(
-            "SELECT id, event_id, type, body, attempts FROM outbox
-             WHERE sink = ?1 AND (?2 IS NULL OR next_attempt_at <= ?2)
-             ORDER BY id LIMIT ?3",
+            "SELECT id, event_id, type, body, attempts, next_attempt_at FROM outbox
+             WHERE sink = ?1 ORDER BY id LIMIT ?2",
         )
         .bind(sink)
-        .bind(due_by)
         .bind(limit)
         .fetch_all(self.pool())
         .await
@@ -100,6 +97,7 @@ impl History {
                 kind: r.get(2),
                 body: r.get(3),
                 attempts: r.get(4),
+                next_attempt_at: r.get(5),
             })
             .collect())
     }

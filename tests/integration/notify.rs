@@ -263,7 +263,7 @@ fn the_daemon_retries_waiting_events_between_runs() {
     let w = world("Standard", "");
     let up = Arc::new(AtomicU16::new(500));
     let server = receiver(up.clone());
-    notify_to(&w, &server.url("/hook"), "events = [\"feed.changed\"]");
+    notify_to(&w, &server.url("/hook"), "");
     let feed = w.dir.write("feed.json", feed(&[P1], 10));
     let mut cfg = std::fs::read_to_string(&w.cfg).expect("config");
     cfg = cfg.replacen(
@@ -310,30 +310,46 @@ fn the_daemon_retries_waiting_events_between_runs() {
         })
     };
     wait_for("the run's failed delivery", &|| attempts() >= 3);
-    assert_eq!(server.requests().len(), 3);
-    // Its next attempt is 30 s away; the daemon's passes between runs only
-    // take events that are due, so nothing is sent meanwhile.
-    std::thread::sleep(Duration::from_millis(600));
-    assert_eq!(server.requests().len(), 3, "not due yet: not retried");
-    // The receiver is back and the retry falls due.
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "the queue stopped at its first event"
+    );
+    // Its next attempt is 30 s away; the daemon's passes between runs move
+    // a queue only when its oldest event is due, even if those behind it
+    // (never tried) are: events never overtake each other.
     up.store(200, Ordering::SeqCst);
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00.000Z' WHERE id > (SELECT MIN(id) FROM outbox)",
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        server.requests().len(),
+        3,
+        "the oldest is not due: nothing sent"
+    );
+    // The oldest falls due: the whole queue goes, in order.
     execute_sql(
         &w.dir.db(),
         "UPDATE outbox SET next_attempt_at = '2000-01-01T00:00:00.000Z'",
     );
-    wait_for("the retry", &|| server.requests().len() > 3);
     wait_for("the outbox to empty", &|| outbox_rows(&w) == 0);
     World::terminate(&child);
     let status = child.wait().expect("wait");
     assert!(status.success());
     let events = accepted(&server, 0);
-    assert_eq!(events.len(), 4, "three failed attempts, then one accepted");
-    let ids: std::collections::BTreeSet<&str> = events
-        .iter()
-        .filter_map(|(_, e)| e["id"].as_str())
-        .collect();
-    assert_eq!(ids.len(), 1, "one event, retried until accepted");
+    assert_eq!(events.len(), 7, "three failed attempts, then four accepted");
+    assert_eq!(
+        events[0].1["id"], events[3].1["id"],
+        "the first event, retried"
+    );
     assert_eq!(events[3].1["type"], "io.tagsync.feed.changed");
+    assert!(
+        events[4..]
+            .iter()
+            .all(|(_, e)| e["type"] == "io.tagsync.target.applied")
+    );
 }
 
 #[test]
