@@ -834,7 +834,10 @@ impl ConfigReport {
             timeout: humantime::format_duration(s.http.timeout).to_string(),
             retries: s.http.retries,
             auth: s.azure.auth.method.as_str().to_owned(),
-            warnings: credential_warnings(s),
+            warnings: credential_warnings(s)
+                .into_iter()
+                .chain(receiver_warnings(s))
+                .collect(),
             auth_resolved: {
                 let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
                 let (m, why) = crate::azure::auth::choose(
@@ -875,6 +878,29 @@ impl ConfigReport {
                 .collect(),
         }
     }
+}
+
+/// Receiver files this environment cannot read (the pod may still mount
+/// them): their events would wait.
+fn receiver_warnings(s: &Settings) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in &s.notify.receivers {
+        let url_file = match &r.url {
+            crate::notify::ReceiverUrl::File(p) => Some(("url_file", p)),
+            crate::notify::ReceiverUrl::Inline(_) => None,
+        };
+        let secret = r.secret_file.as_ref().map(|p| ("secret_file", p));
+        for (key, path) in url_file.into_iter().chain(secret) {
+            if let Err(e) = std::fs::metadata(path) {
+                out.push(format!(
+                    "[[notify]] `{}`: {key} {} cannot be read here ({e}); its events would wait until it can",
+                    r.name,
+                    path.display()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// What the chosen credential needs and this environment does not have.

@@ -379,6 +379,27 @@ fn bad_receivers_are_config_errors_naming_them() {
         assert!(run.stderr.contains("[[notify]] `ops`"), "{}", run.stderr);
         assert!(run.stderr.contains(expected), "{expected}: {}", run.stderr);
     }
+    // Valid, but its secret file is not here: a warning, and the URL shown
+    // as scheme and host only.
+    let path = dir.write(
+        "ok.toml",
+        "[[notify]]\nname = \"ops\"\nurl = \"https://hooks.example.com/services/T0/B0/XYZ\"\nsecret_file = \"/nonexistent/secret\"\n",
+    );
+    let run = dir.run(&["--config", path.to_str().expect("utf-8"), "config", "check"]);
+    run.assert_code(0);
+    assert!(
+        run.stdout
+            .contains("notify:    ops https://hooks.example.com/…, signed"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("secret_file /nonexistent/secret cannot be read here"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("XYZ"), "{}", run.stdout);
 }
 
 #[test]
