@@ -292,14 +292,15 @@ async fn idle(
         if sleep_or_stop(left.min(every), stop).await {
             return true;
         }
-        if tokio::time::Instant::now() < end {
+        if tokio::time::Instant::now() < end && crate::notify::maybe_waiting() {
             redeliver(settings).await;
         }
     }
 }
 
-/// One delivery pass between runs: only when no run holds the history
-/// (a run delivers its own events when it ends), and only events due.
+/// One delivery pass between runs: only when the last pass left events
+/// waiting, no run holds the history (a run delivers its own events when it
+/// ends), and a receiver's oldest event is due.
 async fn redeliver(settings: &Settings) {
     let Ok(_lock) = crate::history::RunLock::acquire(&settings.db_path, Duration::ZERO) else {
         return;

@@ -285,6 +285,15 @@ pub struct Delivered {
     pub waiting: u64,
 }
 
+/// Whether the last pass of this process left events waiting (true until a
+/// pass has run): the daemon opens the history between runs only then.
+static WAITING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// See [`WAITING`].
+pub fn maybe_waiting() -> bool {
+    WAITING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Attempts per event within one pass before it waits for the next one.
 const ATTEMPTS_PER_PASS: u32 = 3;
 /// A pass spends at most this long on one receiver.
@@ -365,6 +374,7 @@ pub async fn deliver(settings: &NotifySettings, history: &History, pass: Pass) -
                 .with_label_values(&[sink.as_str()])
                 .set(count);
         }
+        WAITING.store(total.waiting > 0, std::sync::atomic::Ordering::SeqCst);
     }
     if total.delivered + total.failed > 0 {
         tracing::info!(
