@@ -313,21 +313,23 @@ pub fn retry_after(passes: i64) -> Duration {
 pub async fn deliver(settings: &NotifySettings, history: &History, pass: Pass) -> Delivered {
     let m = crate::metrics::metrics();
     let names: Vec<String> = settings.receivers.iter().map(|r| r.name.clone()).collect();
-    match history.outbox_forget_others(&names).await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(
-            events = n,
-            "dropped notifications for receivers no longer configured"
-        ),
-        Err(e) => tracing::error!("cannot read the notification outbox: {e}"),
-    }
-    let summary = match history.outbox_summary().await {
+    let mut summary = match history.outbox_summary().await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!("cannot read the notification outbox: {e}");
             return Delivered::default();
         }
     };
+    if summary.iter().any(|(sink, _, _)| !names.contains(sink)) {
+        match history.outbox_forget_others(&names).await {
+            Ok(n) => tracing::warn!(
+                events = n,
+                "dropped notifications for receivers no longer configured"
+            ),
+            Err(e) => tracing::error!("cannot drop notifications of removed receivers: {e}"),
+        }
+        summary.retain(|(sink, _, _)| names.contains(sink));
+    }
     let due_by = now();
     let has_work = summary
         .iter()

@@ -222,11 +222,9 @@ impl<'s> Session<'s> {
     }
 
     /// Delivers the events waiting in the outbox (this run's, and any an
-    /// earlier run could not deliver); never fails the run.
+    /// earlier run could not deliver; those of receivers no longer
+    /// configured are dropped); never fails the run.
     pub async fn deliver(&self) {
-        if self.settings.notify.receivers.is_empty() {
-            return;
-        }
         deliver(&self.settings.notify, &self.history, Pass::AfterRun).await;
     }
 

@@ -256,6 +256,20 @@ fn a_receiver_that_cannot_be_reached_or_has_no_secret_file_leaves_the_run_alone(
         run.stderr
     );
     assert_eq!(outbox_rows(&w), 8);
+
+    // The receiver is removed from the configuration: its events go with it.
+    let cfg = std::fs::read_to_string(&w.cfg).expect("config");
+    let without = &cfg[..cfg.find("[[notify]]").expect("notify section")];
+    std::fs::write(&w.cfg, without).expect("config");
+    let run = w.sync(&[P1, P2], 11, &[]);
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("dropped notifications for receivers no longer configured"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(outbox_rows(&w), 0);
 }
 
 #[test]
