@@ -201,6 +201,8 @@ pub struct SnapshotEntry {
 pub struct History {
     pool: SqlitePool,
     path: PathBuf,
+    /// Opened for writing (not [`History::open_read_only`]).
+    writable: bool,
 }
 
 impl History {
@@ -238,6 +240,7 @@ impl History {
         Ok(Self {
             pool,
             path: path.to_owned(),
+            writable: true,
         })
     }
 
@@ -297,6 +300,7 @@ impl History {
                         return Ok(Self {
                             pool,
                             path: path.to_owned(),
+                            writable: false,
                         });
                     }
                     pool.close().await;
@@ -633,7 +637,19 @@ impl History {
             .collect()
     }
 
+    /// Checkpoints the WAL into the database file, then closes. SQLite
+    /// checkpoints when its last connection closes, but only if that close
+    /// completes before the process exits; done here, the database file
+    /// alone holds everything once a command ends, so copying just that file
+    /// (a backup, a read-only copy) never misses a run.
     pub async fn close(self) {
+        if self.writable
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await
+        {
+            tracing::debug!("cannot checkpoint the history: {e}");
+        }
         self.pool.close().await;
     }
 }
