@@ -379,7 +379,7 @@ impl History {
         &self,
         run: &NewRun,
         tags: &[TagState],
-        events: &(dyn Fn(i64, &[TagChange]) -> Vec<crate::outbox::Outgoing> + Sync),
+        events: &(dyn Fn(i64, &[TagChange]) -> Vec<Outgoing> + Sync),
     ) -> Result<RecordedRun, HistoryError> {
         let mut tx = self.write_tx().await.map_err(|e| self.err(e))?;
         let run_id = insert_run(&mut tx, run, "changed", None)
@@ -393,7 +393,7 @@ impl History {
             changes.push(change);
         }
         let changed = changes.iter().any(TagChange::changed);
-        crate::outbox::enqueue(&mut tx, &events(run_id, &changes))
+        enqueue_events(&mut tx, &events(run_id, &changes))
             .await
             .map_err(|e| self.err(e))?;
         sqlx::query("UPDATE runs SET outcome = ?1, finished_at = ?2 WHERE id = ?3")
@@ -694,6 +694,43 @@ async fn insert_run(
     .await?
     .last_insert_rowid();
     Ok(id)
+}
+
+/// An event to be written to the outbox with the fact it describes.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The CloudEvents `id`: the same for every receiver.
+    pub event_id: String,
+    /// The CloudEvents `type`.
+    pub kind: String,
+    pub created_at: String,
+    /// The event exactly as it is posted.
+    pub body: String,
+    /// The receivers that want it.
+    pub sinks: Vec<String>,
+}
+
+/// Writes events in the caller's transaction.
+pub(crate) async fn enqueue_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    events: &[Outgoing],
+) -> Result<(), sqlx::Error> {
+    for e in events {
+        for sink in &e.sinks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO outbox (event_id, sink, type, created_at, body, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
+            )
+            .bind(&e.event_id)
+            .bind(sink)
+            .bind(&e.kind)
+            .bind(&e.created_at)
+            .bind(&e.body)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores a prefix set once per distinct content (by the SHA-256 of its

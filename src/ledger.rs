@@ -549,7 +549,7 @@ impl History {
         target: &TargetSpec,
         change: Option<&LedgerChange>,
         rec: &ApplyRecord,
-        events: &(dyn Fn(i64) -> Vec<crate::outbox::Outgoing> + Sync),
+        events: &(dyn Fn(i64) -> Vec<crate::history::Outgoing> + Sync),
     ) -> Result<i64, HistoryError> {
         let stamp = now();
         let mut tx = self.write_tx().await.map_err(|e| self.query_err(e))?;
@@ -643,7 +643,7 @@ impl History {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.query_err(e))?;
-        crate::outbox::enqueue(&mut tx, &events(id))
+        crate::history::enqueue_events(&mut tx, &events(id))
             .await
             .map_err(|e| self.query_err(e))?;
         tx.commit().await.map_err(|e| self.query_err(e))?;

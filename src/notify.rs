@@ -17,8 +17,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::history::{History, TagChange, format_time, now};
-use crate::outbox::{Outgoing, Queued};
+use crate::history::{History, Outgoing, TagChange, format_time, now};
+use crate::outbox::Queued;
 use crate::prefix::PrefixSet;
 
 /// The kinds of event, as configured (`events = [...]`).

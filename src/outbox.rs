@@ -5,24 +5,14 @@
 //! receiver accepted it. So an event exists exactly when its fact does: a
 //! crash before the commit loses both, a crash after it loses neither, and
 //! a receiver that is down keeps its rows until it answers.
+//!
+//! Writing an event belongs to the history ([`crate::history::Outgoing`],
+//! written by the transactions that record runs and applies); this module
+//! is the delivery side: what waits, what was taken, what failed.
 
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::Row;
 
 use crate::history::{History, HistoryError};
-
-/// An event to be written to the outbox with the fact it describes.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The CloudEvents `id`: the same for every receiver.
-    pub event_id: String,
-    /// The CloudEvents `type`.
-    pub kind: String,
-    pub created_at: String,
-    /// The event exactly as it is posted.
-    pub body: String,
-    /// The receivers that want it.
-    pub sinks: Vec<String>,
-}
 
 /// An event waiting for one receiver.
 #[derive(Debug, Clone)]
@@ -33,29 +23,6 @@ pub struct Queued {
     pub body: String,
     pub attempts: i64,
     pub next_attempt_at: String,
-}
-
-/// Writes events in the caller's transaction.
-pub(crate) async fn enqueue(
-    tx: &mut Transaction<'_, Sqlite>,
-    events: &[Outgoing],
-) -> Result<(), sqlx::Error> {
-    for e in events {
-        for sink in &e.sinks {
-            sqlx::query(
-                "INSERT OR IGNORE INTO outbox (event_id, sink, type, created_at, body, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
-            )
-            .bind(&e.event_id)
-            .bind(sink)
-            .bind(&e.kind)
-            .bind(&e.created_at)
-            .bind(&e.body)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 impl History {

@@ -716,7 +716,7 @@ fn target_events(
     report: &TargetReport,
     rec: &ApplyRecord,
     apply_id: i64,
-) -> Vec<crate::outbox::Outgoing> {
+) -> Vec<crate::history::Outgoing> {
     ctx.notifier.target(&TargetEvent {
         target: &report.name,
         kind: &report.kind,
