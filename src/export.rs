@@ -50,8 +50,7 @@ impl TargetExport {
             foreign: Vec::new(),
             objects: Value::Null,
         };
-        let exportable = matches!(report.outcome, Outcome::Planned | Outcome::Unchanged);
-        if let (Some(plan), true) = (&report.plan, exportable) {
+        if let (Some(plan), true) = (&report.plan, out.exported()) {
             let others = plan.foreign.difference(&plan.desired_foreign);
             let wanted = plan.result.difference(&others);
             out.rules = wanted.iter().map(|n| render_rule(&n)).collect();
@@ -63,8 +62,23 @@ impl TargetExport {
         out
     }
 
+    /// Export runs as a plan: its targets end planned, refused or failed,
+    /// and only a planned one has rules to export.
     fn exported(&self) -> bool {
-        matches!(self.outcome, Outcome::Planned | Outcome::Unchanged)
+        self.outcome == Outcome::Planned
+    }
+}
+
+/// One comment line per target with nothing to export, saying why.
+fn not_exported(exports: &[TargetExport], comment: &str, out: &mut String) {
+    for e in exports.iter().filter(|e| !e.exported()) {
+        let _ = writeln!(
+            out,
+            "{comment} {} not exported ({}): {}",
+            e.target,
+            e.outcome.as_str(),
+            e.error.as_deref().unwrap_or("no plan").replace('\n', " ")
+        );
     }
 }
 
@@ -84,15 +98,7 @@ pub fn terraform(exports: &[TargetExport]) -> String {
         out,
         "# Written by `tagsync export`: the rules `tagsync sync` would write.\n# variable \"tagsync_ip_rules\" {{\n#   type = map(object({{ resource_id = string, kind = string, change_number = number, rules = list(string), foreign = list(string) }}))\n# }}"
     );
-    for e in exports.iter().filter(|e| !e.exported()) {
-        let _ = writeln!(
-            out,
-            "# {} not exported ({}): {}",
-            e.target,
-            e.outcome.as_str(),
-            e.error.as_deref().unwrap_or("no plan").replace('\n', " ")
-        );
-    }
+    not_exported(exports, "#", &mut out);
     out.push_str("tagsync_ip_rules = {\n");
     for e in exports.iter().filter(|e| e.exported()) {
         let list = |items: &[String]| {
@@ -191,15 +197,7 @@ fn bicep_value(v: &Value, indent: usize, out: &mut String) {
 pub fn bicep(exports: &[TargetExport], template: &str) -> String {
     let mut out = String::new();
     out.push_str("// Written by `tagsync export`: the rules `tagsync sync` would write.\n");
-    for e in exports.iter().filter(|e| !e.exported()) {
-        let _ = writeln!(
-            out,
-            "// {} not exported ({}): {}",
-            e.target,
-            e.outcome.as_str(),
-            e.error.as_deref().unwrap_or("no plan").replace('\n', " ")
-        );
-    }
+    not_exported(exports, "//", &mut out);
     let _ = writeln!(out, "using {}\n", bicep_string(template));
     let mut all = serde_json::Map::new();
     for e in exports.iter().filter(|e| e.exported()) {

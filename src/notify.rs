@@ -355,29 +355,34 @@ pub async fn deliver(settings: &NotifySettings, history: &History, pass: Pass) -
             }
             let (client, history, token) = (client.clone(), history.clone(), token.clone());
             let due = (pass == Pass::Due).then(|| due_by.clone());
-            tasks.spawn(async move { deliver_to(&r, &client, &history, due, &token).await });
+            tasks.spawn(async move {
+                let d = deliver_to(&r, &client, &history, due, &token).await;
+                (r.name, d)
+            });
         }
         while let Some(done) = tasks.join_next().await {
-            if let Ok(d) = done {
+            if let Ok((name, d)) = done {
                 total.delivered += d.delivered;
                 total.failed += d.failed;
+                // Delivered events leave the outbox; the pass holds the run
+                // lock, so nothing else changed what waits.
+                if let Some(entry) = summary.iter_mut().find(|(s, _, _)| *s == name) {
+                    entry.1 -= i64::try_from(d.delivered).unwrap_or(0);
+                }
             }
         }
     }
     for r in &settings.receivers {
+        let waiting = summary
+            .iter()
+            .find(|(s, _, _)| *s == r.name)
+            .map_or(0, |(_, n, _)| (*n).max(0));
+        total.waiting += u64::try_from(waiting).unwrap_or(0);
         m.notify_waiting
             .with_label_values(&[r.name.as_str()])
-            .set(0);
+            .set(waiting);
     }
-    if let Ok(after) = history.outbox_summary().await {
-        for (sink, count, _) in after {
-            total.waiting += u64::try_from(count).unwrap_or(0);
-            m.notify_waiting
-                .with_label_values(&[sink.as_str()])
-                .set(count);
-        }
-        WAITING.store(total.waiting > 0, std::sync::atomic::Ordering::SeqCst);
-    }
+    WAITING.store(total.waiting > 0, std::sync::atomic::Ordering::SeqCst);
     if total.delivered + total.failed > 0 {
         tracing::info!(
             delivered = total.delivered,

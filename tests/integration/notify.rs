@@ -465,3 +465,46 @@ fn an_event_grid_topic_gets_an_entra_token_for_event_grid_and_a_url_file_is_neve
     assert!(!run.stderr.contains(PATH_TOKEN), "{}", run.stderr);
     assert_eq!(outbox_rows(&w), 4);
 }
+
+#[test]
+fn a_receiver_that_never_answers_is_cut_off_by_the_timeout_and_old_events_expire_with_retention() {
+    let w = world("Standard", "");
+    // Accepts the connection, then answers only after 5 s: without the
+    // timeout every event would be delivered, late.
+    let slow = FakeServer::start(|_| Response::new(200, "").delayed(Duration::from_secs(5)));
+    let mut cfg = std::fs::read_to_string(&w.cfg).expect("config");
+    cfg.push_str(&format!(
+        "\n[[notify]]\nname = \"slow\"\nurl = \"{}\"\ntimeout = \"200ms\"\n",
+        slow.url("/hook")
+    ));
+    std::fs::write(&w.cfg, cfg).expect("config");
+    let feed_file = w.dir.write("feed.json", feed(&[P1], 10));
+    let feed_arg = feed_file.to_str().expect("utf-8");
+    let run = w.run(&["sync", "--feed-file", feed_arg]);
+    run.assert_code(0);
+    assert_eq!(outbox_rows(&w), 4, "timed out: every event still waits");
+    assert!(
+        run.stderr.contains("cannot deliver a notification"),
+        "{}",
+        run.stderr
+    );
+
+    // A year later nobody has taken them: retention drops them with the
+    // runs they describe (the same feed again adds no new event).
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE outbox SET created_at = '2020-01-01T00:00:00.000Z'",
+    );
+    let run = w.run_env(
+        &["sync", "--feed-file", feed_arg],
+        &[("TAGSYNC_DATABASE_RETENTION", "1y")],
+    );
+    run.assert_code(0);
+    assert!(
+        run.stderr
+            .contains("dropped notifications older than the retention"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(outbox_rows(&w), 0);
+}
