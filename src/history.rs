@@ -445,34 +445,7 @@ impl History {
         .await
         .map_err(|e| self.err(e))?;
         let runs_json = ids_json(&runs);
-        // The applies to delete: those of the deleted runs (and run-less
-        // ones older than the cutoff), except each target's latest. The
-        // subquery is evaluated once per statement that uses it.
-        let doomed = "(SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
-                       UNION ALL SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2
-                       EXCEPT SELECT MAX(id) FROM applies GROUP BY target)";
-        // Their prefix sets lose one reference per column that named them;
-        // the sets left with none are candidates for deletion.
-        let released: Vec<(i64, i64)> = sqlx::query_as(&format!(
-            "UPDATE prefix_sets SET apply_refs = apply_refs - d.n
-             FROM (SELECT CASE k.k WHEN 1 THEN a.rules_before_set WHEN 2 THEN a.rules_after_set
-                                   ELSE a.owned_set END AS s, COUNT(*) AS n
-                   FROM applies a, (SELECT 1 AS k UNION ALL SELECT 2 UNION ALL SELECT 3) k
-                   WHERE a.id IN {doomed} AND s IS NOT NULL GROUP BY s) AS d
-             WHERE prefix_sets.id = d.s
-             RETURNING prefix_sets.id, prefix_sets.apply_refs"
-        ))
-        .bind(&runs_json)
-        .bind(&cutoff)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        sqlx::query(&format!("DELETE FROM applies WHERE id IN {doomed}"))
-            .bind(&runs_json)
-            .bind(&cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        let released = self.prune_applies(&mut tx, &runs_json, &cutoff).await?;
         let mut sets: std::collections::BTreeSet<i64> = sqlx::query_scalar(
             "SELECT prefix_set_id FROM snapshots WHERE run_id IN (SELECT value FROM json_each(?1))",
         )
@@ -488,6 +461,14 @@ impl History {
                 .filter(|(_, refs)| *refs <= 0)
                 .map(|(id, _)| *id),
         );
+        // The entries kept (each target's latest) outlive their run.
+        sqlx::query(
+            "UPDATE applies SET run_id = NULL WHERE run_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(&runs_json)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
         let deleted = sqlx::query("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?1))")
             .bind(&runs_json)
             .execute(&mut *tx)
@@ -520,6 +501,116 @@ impl History {
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(deleted)
+    }
+
+    /// Deletes the applies of the pruned runs (`runs_json`) and the run-less
+    /// ones older than `cutoff`, except each target's latest, and returns
+    /// the prefix sets whose reference counts changed, with their new
+    /// counts (a set at 0 is no longer referred to by any apply).
+    ///
+    /// When at least half of the table goes, the entries kept are copied
+    /// aside and the table is emptied with an unqualified `DELETE`, which
+    /// SQLite's truncate optimization does by freeing pages rather than
+    /// deleting rows one at a time through the table and its indexes
+    /// (migration 0007 says why `applies` takes part in no foreign key for
+    /// this); the counts are then recounted from the kept entries.
+    /// Otherwise the rows are deleted and the counts lowered by what they
+    /// referred to. Either way the cost follows what is deleted.
+    async fn prune_applies(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        runs_json: &str,
+        cutoff: &str,
+    ) -> Result<Vec<(i64, i64)>, HistoryError> {
+        // What retention takes, before keeping each target's latest. The
+        // two halves each use the index on `run_id`.
+        let (candidates, total): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM applies WHERE run_id IN (SELECT value FROM json_each(?1)))
+                  + (SELECT COUNT(*) FROM applies WHERE run_id IS NULL AND started_at < ?2),
+                    (SELECT COUNT(*) FROM applies)",
+        )
+        .bind(runs_json)
+        .bind(cutoff)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        if candidates == 0 {
+            return Ok(Vec::new());
+        }
+        if candidates * 2 < total {
+            let doomed = "(SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
+                           UNION ALL SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2
+                           EXCEPT SELECT MAX(id) FROM applies GROUP BY target)";
+            // The sets lose one reference per column that named them.
+            let released: Vec<(i64, i64)> = sqlx::query_as(&format!(
+                "UPDATE prefix_sets SET apply_refs = apply_refs - d.n
+                 FROM (SELECT CASE k.k WHEN 1 THEN a.rules_before_set WHEN 2 THEN a.rules_after_set
+                                       ELSE a.owned_set END AS s, COUNT(*) AS n
+                       FROM applies a, (SELECT 1 AS k UNION ALL SELECT 2 UNION ALL SELECT 3) k
+                       WHERE a.id IN {doomed} AND s IS NOT NULL GROUP BY s) AS d
+                 WHERE prefix_sets.id = d.s
+                 RETURNING prefix_sets.id, prefix_sets.apply_refs"
+            ))
+            .bind(runs_json)
+            .bind(cutoff)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            sqlx::query(&format!("DELETE FROM applies WHERE id IN {doomed}"))
+                .bind(runs_json)
+                .bind(cutoff)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            return Ok(released);
+        }
+        // Temporary tables belong to this connection and, created inside
+        // the transaction, vanish with it if it rolls back.
+        sqlx::query(
+            "CREATE TEMP TABLE pruned_applies_kept AS SELECT * FROM applies
+             WHERE NOT CASE WHEN run_id IS NULL THEN started_at < ?2
+                            ELSE run_id IN (SELECT value FROM json_each(?1)) END
+                OR id IN (SELECT MAX(id) FROM applies GROUP BY target)",
+        )
+        .bind(runs_json)
+        .bind(cutoff)
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        for step in [
+            "CREATE TEMP TABLE pruned_applies_refs (s INTEGER PRIMARY KEY, n INTEGER NOT NULL)",
+            "INSERT INTO pruned_applies_refs (s, n)
+             SELECT s, COUNT(*) FROM (SELECT rules_before_set AS s FROM pruned_applies_kept
+                                      UNION ALL SELECT rules_after_set FROM pruned_applies_kept
+                                      UNION ALL SELECT owned_set FROM pruned_applies_kept)
+             WHERE s IS NOT NULL GROUP BY s",
+        ] {
+            sqlx::query(step)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        let released: Vec<(i64, i64)> = sqlx::query_as(
+            "UPDATE prefix_sets
+             SET apply_refs = COALESCE((SELECT n FROM pruned_applies_refs WHERE s = prefix_sets.id), 0)
+             WHERE apply_refs != 0 OR id IN (SELECT s FROM pruned_applies_refs)
+             RETURNING id, apply_refs",
+        )
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        for step in [
+            "DELETE FROM applies",
+            "INSERT INTO applies SELECT * FROM pruned_applies_kept",
+            "DROP TABLE pruned_applies_kept",
+            "DROP TABLE pruned_applies_refs",
+        ] {
+            sqlx::query(step)
+                .execute(&mut **tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(released)
     }
 
     /// Runs, newest first. With `tag`, only runs holding a snapshot of it,

@@ -433,30 +433,7 @@ fn history_and_diff_read_a_read_only_copy_without_writing_to_it() {
 fn a_read_only_copy_of_an_older_schema_is_named_and_a_writable_one_upgraded() {
     // A database as the tagsync of migrations 0001-0004 left it.
     let dir = TestDir::new();
-    let old_migrations = dir.path("migrations");
-    std::fs::create_dir(&old_migrations).expect("mkdir");
-    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).expect("ls")
-    {
-        let path = entry.expect("entry").path();
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("name")
-            .to_owned();
-        if name.as_str() < "0005" {
-            std::fs::copy(&path, old_migrations.join(&name)).expect("copy");
-        }
-    }
-    let db = dir.path("old.db");
-    std::fs::File::create(&db).expect("create");
-    with_db(&db, async |pool| {
-        sqlx::migrate::Migrator::new(old_migrations.as_path())
-            .await
-            .expect("migrator")
-            .run(pool)
-            .await
-            .expect("old schema");
-    });
+    let db = database_before_migration(&dir, "0005");
     let latest = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations"))
         .expect("ls")
         .count();

@@ -427,3 +427,119 @@ fn under_every_injected_fault_the_promises_hold() {
     tried += 1;
     eprintln!("fault matrix: {tried} faulted runs, every promise held");
 }
+
+/// Copies the database files of `from` (the main file, and a WAL if one is
+/// left) over those of `to`, removing any of `to`'s the copy lacks.
+fn restore_db(from: &std::path::Path, to: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let src = std::path::PathBuf::from(format!("{}{suffix}", from.display()));
+        let dst = std::path::PathBuf::from(format!("{}{suffix}", to.display()));
+        if src.exists() {
+            std::fs::copy(&src, &dst).expect("restore");
+        } else {
+            let _ = std::fs::remove_file(&dst);
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_pruning_leaves_the_history_whole_or_pruned() {
+    const ROUNDS: u64 = 16;
+    let w = world("Standard", "");
+    w.sync(&[P1], 10, &[]).assert_code(0);
+    w.sync(&[P1, P2], 11, &[]).assert_code(0);
+    // 20,000 more entries of the first run, referring to its sets, so that
+    // pruning takes long enough for kills to land inside it (it empties
+    // the table and writes back each target's latest entry).
+    execute_sql(
+        &w.dir.db(),
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO applies (run_id, target, resource_id, started_at, finished_at, outcome,
+                              rules_before_set, rules_after_set)
+         SELECT a.run_id, a.target, a.resource_id, a.started_at, a.finished_at, 'applied',
+                a.rules_before_set, a.rules_after_set
+         FROM n, (SELECT * FROM applies ORDER BY id LIMIT 1) a;
+         UPDATE prefix_sets SET apply_refs = apply_refs + 20000 * ((id = (SELECT rules_before_set FROM applies ORDER BY id LIMIT 1))
+                                                                  + (id = (SELECT rules_after_set FROM applies ORDER BY id LIMIT 1)));
+         UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z';
+         UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z';
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    );
+    assert_history_references_hold(&w.dir.db());
+    let pristine = w.dir.path("pristine.db");
+    restore_db(&w.dir.db(), &pristine);
+    let count = |sql: &'static str| {
+        with_db(&w.dir.db(), async |pool| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .expect(sql)
+        })
+    };
+    let state = || {
+        (
+            count("SELECT COUNT(*) FROM applies"),
+            count("SELECT COUNT(*) FROM runs"),
+        )
+    };
+    let before = state();
+    let retention = [("TAGSYNC_DATABASE_RETENTION", "2y")];
+    // One run to the end: what a completed prune leaves, and how long a
+    // run takes.
+    let f = w.dir.write("feed.json", feed(&[P1, P2], 11));
+    let args = [
+        "sync",
+        "--target",
+        "adt-events",
+        "--feed-file",
+        f.to_str().expect("utf-8"),
+    ];
+    let started = std::time::Instant::now();
+    w.run_env(&args, &retention).assert_code(0);
+    let span = u64::try_from(started.elapsed().as_millis()).unwrap_or(1000) + 50;
+    let pruned = state();
+    assert!(pruned.0 < 100, "{pruned:?}");
+    assert_history_references_hold(&w.dir.db());
+
+    let identity = w.arm.identity_env();
+    let mut rng = Lcg(20261202);
+    let (mut whole, mut done) = (0, 0);
+    for round in 0..ROUNDS {
+        restore_db(&pristine, &w.dir.db());
+        let mut cmd = w.dir.command();
+        cmd.args(["--config", &w.cfg])
+            .args(args)
+            .envs(identity.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(retention)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = cmd.spawn().expect("sync");
+        std::thread::sleep(Duration::from_millis(rng.next(span)));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(integrity(&w), "ok", "round {round}");
+        let (applies, runs) = state();
+        // One transaction: either nothing was pruned (the killed run may
+        // or may not have recorded itself) or all of it was.
+        if applies == before.0 {
+            assert!(
+                runs == before.1 || runs == before.1 + 1,
+                "round {round}: {runs} runs"
+            );
+            whole += 1;
+        } else {
+            // Pruned, and the target's apply recorded or not yet.
+            assert_eq!(runs, pruned.1, "round {round}: a part of the prune");
+            assert!(
+                applies == pruned.0 || applies == TARGETS.len() as i64,
+                "round {round}: a part of the prune: {applies} applies"
+            );
+            done += 1;
+        }
+        assert_history_references_hold(&w.dir.db());
+    }
+    eprintln!(
+        "kill during pruning: {whole} rounds left the history whole, {done} pruned (runs of {span} ms)"
+    );
+    assert!(whole > 0 && done > 0, "the kills landed on one side only");
+}

@@ -29,6 +29,17 @@ fn scalar(w: &World, sql: &'static str) -> i64 {
     })
 }
 
+fn age_everything(w: &World) {
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
+    );
+    execute_sql(
+        &w.dir.db(),
+        "UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z'",
+    );
+}
+
 #[test]
 fn an_unchanged_run_costs_under_a_kilobyte_per_target() {
     let w = world("Standard", "");
@@ -67,14 +78,7 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
     w.sync(&[P1, P2], 11, &[]).assert_code(0);
     w.sync(&[P1, P2], 11, &[]).assert_code(0);
     assert_eq!(scalar(&w, "SELECT COUNT(*) FROM applies"), 9);
-    execute_sql(
-        &w.dir.db(),
-        "UPDATE runs SET started_at = '2020-01-01T00:00:00.000Z'",
-    );
-    execute_sql(
-        &w.dir.db(),
-        "UPDATE applies SET started_at = '2020-01-01T00:00:00.000Z'",
-    );
+    age_everything(&w);
     // A new run over one target only, with retention, that changes it.
     let sync_events = || {
         let run = w.run_env(
@@ -126,36 +130,103 @@ fn retention_prunes_applies_and_their_sets_but_keeps_each_target_s_latest() {
         ),
         2
     );
-    // No prefix set is left that nothing refers to, and every reference
-    // still resolves.
-    let orphans = scalar(
-        &w,
-        "SELECT COUNT(*) FROM prefix_sets p WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.prefix_set_id = p.id)
-           AND NOT EXISTS (SELECT 1 FROM applies a
-                           WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id OR a.owned_set = p.id)",
-    );
-    assert_eq!(orphans, 0);
-    // Every set counts exactly the apply columns that refer to it.
-    let miscounted = scalar(
-        &w,
-        "SELECT COUNT(*) FROM prefix_sets p WHERE p.apply_refs !=
-           (SELECT COUNT(*) FROM applies a WHERE a.rules_before_set = p.id)
-         + (SELECT COUNT(*) FROM applies a WHERE a.rules_after_set = p.id)
-         + (SELECT COUNT(*) FROM applies a WHERE a.owned_set = p.id)",
-    );
-    assert_eq!(miscounted, 0);
-    let dangling = scalar(
-        &w,
-        "SELECT COUNT(*) FROM applies a WHERE NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_after_set)
-            OR NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_before_set)
-            OR (a.owned_set IS NOT NULL AND NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.owned_set))",
-    );
-    assert_eq!(dangling, 0);
+    assert_history_references_hold(&w.dir.db());
     // The kept applies still read back with their rule counts.
     let history = w.run(&["history", "--target", "adt-queue"]);
     history.assert_code(0);
     let list = history.json();
     assert_eq!(list[0]["rules_after"], 3, "{list}");
+}
+
+#[test]
+fn pruning_a_few_old_applies_among_many_recent_ones_deletes_just_those() {
+    // One old run, then three recent ones that each change every target:
+    // retention takes 3 of 12 entries (deleted one by one, not by emptying
+    // the table and writing back the rest).
+    let w = world("Standard", "");
+    w.sync(&[P1], 10, &[]).assert_code(0);
+    age_everything(&w);
+    w.sync(&[P1, P2], 11, &[]).assert_code(0);
+    w.sync(&[P1, P2, P4], 12, &[]).assert_code(0);
+    w.sync(&[P2], 13, &[]).assert_code(0);
+    let recent: Vec<i64> = with_db(&w.dir.db(), async |pool| {
+        sqlx::query_scalar("SELECT id FROM applies WHERE started_at > '2021' ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("ids")
+    });
+    assert_eq!(recent.len(), 9);
+    let run = w.run_env(
+        &["sync", "--feed-file", "feed.json"],
+        &[("TAGSYNC_DATABASE_RETENTION", "2y")],
+    );
+    run.assert_code(0);
+    assert_eq!(run.json()["pruned_runs"], 1);
+    let left: Vec<i64> = with_db(&w.dir.db(), async |pool| {
+        sqlx::query_scalar("SELECT id FROM applies ORDER BY id")
+            .fetch_all(pool)
+            .await
+            .expect("ids")
+    });
+    // The recent entries, then this run's (an unchanged run extends the
+    // latest entry of each target rather than adding one).
+    assert_eq!(&left[..recent.len()], recent.as_slice(), "{left:?}");
+    assert_eq!(
+        scalar(&w, "SELECT COUNT(*) FROM runs WHERE started_at < '2021'"),
+        0
+    );
+    assert_history_references_hold(&w.dir.db());
+}
+
+#[test]
+fn the_applies_of_an_older_schema_keep_their_rows_ids_and_sequence() {
+    // A database as 0001-0006 left it, with applies whose newest was
+    // deleted: migration 0007 rebuilds the table without its foreign key.
+    let dir = crate::util::TestDir::new();
+    let db = database_before_migration(&dir, "0007");
+    execute_sql(
+        &db,
+        "INSERT INTO runs (id, started_at, finished_at, outcome, source, cloud, selection)
+         VALUES (1, '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'changed', 'file', 'public', '[]');
+         INSERT INTO applies (id, run_id, target, resource_id, started_at, finished_at, outcome)
+         VALUES (1, 1, 'a', '/x/a', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'applied'),
+                (2, NULL, 'b', '/x/b', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'failed'),
+                (3, 1, 'c', '/x/c', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:01.000Z', 'applied');
+         DELETE FROM applies WHERE id = 3;",
+    );
+    dir.run(&["--db", db.to_str().expect("utf-8"), "history"])
+        .assert_code(0);
+    let (rows, sequence, foreign_keys, indexes) = with_db(&db, async |pool| {
+        let rows: Vec<(i64, Option<i64>, String)> =
+            sqlx::query_as("SELECT id, run_id, target FROM applies ORDER BY id")
+                .fetch_all(pool)
+                .await
+                .expect("rows");
+        let sequence: i64 =
+            sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'applies'")
+                .fetch_one(pool)
+                .await
+                .expect("sequence");
+        let foreign_keys: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM pragma_foreign_key_list('applies')")
+                .fetch_one(pool)
+                .await
+                .expect("foreign keys");
+        let indexes: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM pragma_index_list('applies') WHERE origin = 'c' ORDER BY name",
+        )
+        .fetch_all(pool)
+        .await
+        .expect("indexes");
+        (rows, sequence, foreign_keys, indexes)
+    });
+    assert_eq!(
+        rows,
+        [(1, Some(1), "a".to_owned()), (2, None, "b".to_owned())]
+    );
+    assert_eq!(sequence, 3, "the deleted apply 3's id is not given again");
+    assert_eq!(foreign_keys, 0);
+    assert_eq!(indexes, ["applies_by_run", "applies_by_target"]);
 }
 
 #[test]

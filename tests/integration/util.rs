@@ -180,6 +180,73 @@ pub fn with_db<T>(path: &Path, f: impl AsyncFnOnce(&sqlx::SqlitePool) -> T) -> T
     })
 }
 
+/// A new database in `dir` with the schema an older tagsync left: the
+/// migrations whose file names sort before `first_missing` (e.g. "0005").
+pub fn database_before_migration(dir: &TestDir, first_missing: &str) -> PathBuf {
+    let old_migrations = dir.path(&format!("migrations-before-{first_missing}"));
+    std::fs::create_dir(&old_migrations).expect("mkdir");
+    for entry in std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/migrations")).expect("ls")
+    {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        if name.as_str() < first_missing {
+            std::fs::copy(&path, old_migrations.join(&name)).expect("copy");
+        }
+    }
+    let db = dir.path(&format!("before-{first_missing}.db"));
+    std::fs::File::create(&db).expect("create");
+    with_db(&db, async |pool| {
+        sqlx::migrate::Migrator::new(old_migrations.as_path())
+            .await
+            .expect("migrator")
+            .run(pool)
+            .await
+            .expect("old schema");
+    });
+    db
+}
+
+/// No prefix set is left that nothing refers to, every set counts exactly
+/// the apply columns that refer to it, and every reference resolves.
+pub fn assert_history_references_hold(db: &Path) {
+    let scalar = |sql: &str| {
+        with_db(db, async |pool| {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        })
+    };
+    let orphans = scalar(
+        "SELECT COUNT(*) FROM prefix_sets p WHERE NOT EXISTS (SELECT 1 FROM snapshots s WHERE s.prefix_set_id = p.id)
+           AND NOT EXISTS (SELECT 1 FROM applies a
+                           WHERE a.rules_before_set = p.id OR a.rules_after_set = p.id OR a.owned_set = p.id)",
+    );
+    assert_eq!(orphans, 0, "prefix sets nothing refers to");
+    let miscounted = scalar(
+        "SELECT COUNT(*) FROM prefix_sets p WHERE p.apply_refs !=
+           (SELECT COUNT(*) FROM applies a WHERE a.rules_before_set = p.id)
+         + (SELECT COUNT(*) FROM applies a WHERE a.rules_after_set = p.id)
+         + (SELECT COUNT(*) FROM applies a WHERE a.owned_set = p.id)",
+    );
+    assert_eq!(miscounted, 0, "prefix sets whose apply_refs is wrong");
+    let dangling = scalar(
+        "SELECT COUNT(*) FROM applies a WHERE NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_after_set)
+            OR NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.rules_before_set)
+            OR (a.owned_set IS NOT NULL AND NOT EXISTS (SELECT 1 FROM prefix_sets p WHERE p.id = a.owned_set))",
+    );
+    assert_eq!(dangling, 0, "applies referring to a missing set");
+    let runless = scalar(
+        "SELECT COUNT(*) FROM applies a WHERE a.run_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.id = a.run_id)",
+    );
+    assert_eq!(runless, 0, "applies naming a pruned run");
+}
+
 /// Executes one statement on the database at `path`.
 pub fn execute_sql(path: &Path, sql: &str) {
     with_db(path, async |pool| {
