@@ -43,11 +43,20 @@ pub fn main() -> ExitCode {
     };
     init_logging(&cli);
     let output = cli.output;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    // Commands that reach targets (or serve) run their requests and
+    // SQLite's work side by side on two workers; the feed and history
+    // commands are one sequential task, and skip starting the workers.
+    let mut builder = match cli.command {
+        Command::Feed(_) | Command::History(_) | Command::Diff(_) | Command::Config(_) => {
+            tokio::runtime::Builder::new_current_thread()
+        }
+        _ => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(2);
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             return report_error(
