@@ -11,15 +11,14 @@
 //! Every tick calls the same [`crate::run::run_once`] as `tagsync sync`.
 
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use jiff::tz::{TimeZone, TimeZoneDatabase};
+use jiff::{SignedDuration, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -33,7 +32,7 @@ use crate::run::{Mode, RunOptions, execute};
 #[derive(Debug, Clone)]
 pub struct Schedule {
     cron: Cron,
-    tz: Tz,
+    tz: TimeZone,
     text: String,
 }
 
@@ -53,7 +52,7 @@ impl Schedule {
             .build()
             .parse(expr)
             .map_err(|e| format!("schedule `{expr}` is not a valid cron expression: {e}"))?;
-        let tz = Tz::from_str(time_zone)
+        let tz = time_zone_named(time_zone, jiff::tz::db())
             .map_err(|_| format!("time zone `{time_zone}` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"))?;
         Ok(Self {
             cron,
@@ -63,33 +62,43 @@ impl Schedule {
     }
 
     /// The first slot strictly after `t`.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn next_after(&self, t: Timestamp) -> Option<Timestamp> {
         self.cron
-            .find_next_occurrence(&t.with_timezone(&self.tz), false)
+            .find_next_occurrence(&t.to_zoned(self.tz.clone()), false)
             .ok()
-            .map(|d| d.with_timezone(&Utc))
+            .map(|d| d.timestamp())
     }
 
     /// The most jitter a run of `slot` may get: the configured bound, but
     /// never more than half the gap to the following slot, so a run never
     /// starts at (or past) the next one.
-    pub fn jitter_bound(&self, slot: DateTime<Utc>, configured: Duration) -> Duration {
+    pub fn jitter_bound(&self, slot: Timestamp, configured: Duration) -> Duration {
         let gap = self
             .next_after(slot)
-            .and_then(|next| (next - slot).to_std().ok())
+            .and_then(|next| Duration::try_from(next.duration_since(slot)).ok())
             .unwrap_or(configured.saturating_mul(2));
         configured.min(gap / 2)
     }
 
     /// The gap between the next two slots: how often the job runs.
-    pub fn interval(&self, now: DateTime<Utc>) -> Duration {
+    pub fn interval(&self, now: Timestamp) -> Duration {
         self.next_after(now)
             .and_then(|a| {
                 self.next_after(a)
-                    .map(|b| (b - a).to_std().unwrap_or_default())
+                    .map(|b| Duration::try_from(b.duration_since(a)).unwrap_or_default())
             })
             .unwrap_or(Duration::from_secs(7 * 86400))
     }
+}
+
+/// An IANA time zone from `system`, the operating system's tz database
+/// (updated with the OS, as the one Kubernetes itself uses), or, where that
+/// has no such zone or there is none (an image without tzdata), from the
+/// copy built into tagsync.
+fn time_zone_named(name: &str, system: &TimeZoneDatabase) -> Result<TimeZone, jiff::Error> {
+    system
+        .get(name)
+        .or_else(|_| TimeZoneDatabase::bundled().get(name))
 }
 
 #[derive(Debug, Clone)]
@@ -126,7 +135,7 @@ impl crate::status_server::Status for Health {
             return Err("the history database could not be opened by the last run".into());
         }
         let last = self.last_run.load(Ordering::SeqCst).max(self.started);
-        let age = Utc::now().timestamp() - last;
+        let age = Timestamp::now().as_second() - last;
         if age > self.stale_after {
             return Err(format!(
                 "the last run was {age}s ago, more than {}s",
@@ -142,9 +151,9 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
     let listener = TcpListener::bind(opts.listen)
         .await
         .map_err(|e| Error::Usage(format!("cannot listen on {}: {e}", opts.listen)))?;
-    let interval = opts.schedule.interval(Utc::now());
+    let interval = opts.schedule.interval(Timestamp::now());
     let health = Arc::new(Health {
-        started: Utc::now().timestamp(),
+        started: Timestamp::now().as_second(),
         last_run: AtomicI64::new(0),
         database_ok: AtomicBool::new(true),
         stale_after: (interval + opts.jitter).as_secs() as i64
@@ -170,14 +179,16 @@ pub async fn run(settings: Settings, opts: DaemonOptions) -> Result<u8, Error> {
     let mut first = true;
     loop {
         if !(first && opts.run_at_start) {
-            let Some(slot) = opts.schedule.next_after(Utc::now()) else {
+            let Some(slot) = opts.schedule.next_after(Timestamp::now()) else {
                 return Err(Error::Usage(format!(
                     "schedule `{}` has no future run",
                     opts.schedule.text
                 )));
             };
             let jitter = jitter(opts.schedule.jitter_bound(slot, opts.jitter));
-            let wait = (slot - Utc::now()).to_std().unwrap_or_default() + jitter;
+            let wait = Duration::try_from(slot.duration_since(Timestamp::now()))
+                .unwrap_or_default()
+                + jitter;
             tracing::info!(next = %slot, jitter_s = jitter.as_secs(), "waiting for the next run");
             if idle(&settings, wait, opts.redeliver_every, &mut stop).await {
                 break;
@@ -206,7 +217,7 @@ async fn tick(
     health: &Health,
     stop: &mut watch::Receiver<bool>,
 ) {
-    let next_slot = opts.schedule.next_after(Utc::now());
+    let next_slot = opts.schedule.next_after(Timestamp::now());
     for attempt in 0..=opts.retries {
         let run_opts = RunOptions {
             stop: Some(stop.clone()),
@@ -215,7 +226,7 @@ async fn tick(
         let result = execute(settings, &Mode::Apply, &run_opts).await;
         health
             .last_run
-            .store(Utc::now().timestamp(), Ordering::SeqCst);
+            .store(Timestamp::now().as_second(), Ordering::SeqCst);
         health
             .database_ok
             .store(!matches!(result, Err(Error::History(_))), Ordering::SeqCst);
@@ -255,9 +266,9 @@ async fn tick(
             return;
         }
         let wait = opts.retry_backoff.saturating_mul(1 << attempt.min(10));
-        if next_slot
-            .is_some_and(|n| Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default() >= n)
-        {
+        if next_slot.is_some_and(|n| {
+            SignedDuration::try_from(wait).map_or(true, |w| Timestamp::now().duration_until(n) <= w)
+        }) {
             tracing::error!("run failed; the next slot comes before a retry would: {failure}");
             return;
         }
@@ -338,10 +349,8 @@ fn jitter(max: Duration) -> Duration {
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s)
-            .expect("time")
-            .with_timezone(&Utc)
+    fn at(s: &str) -> Timestamp {
+        s.parse().expect("time")
     }
 
     #[test]
@@ -375,6 +384,40 @@ mod tests {
     }
 
     #[test]
+    fn summer_time_and_its_gap_move_the_slot() {
+        let s = Schedule::parse("0 6 * * 1", "Europe/Berlin").expect("valid");
+        // In June Berlin is on CEST (UTC+2).
+        assert_eq!(
+            s.next_after(at("2027-06-06T12:00:00Z")),
+            Some(at("2027-06-07T04:00:00Z"))
+        );
+        // 02:30 does not exist in Berlin on 2027-03-28 (clocks go from
+        // 02:00 to 03:00): that day's run still happens, once, in the hour
+        // after the gap, and the next day's at 02:30 CEST.
+        let nightly = Schedule::parse("30 2 * * *", "Europe/Berlin").expect("valid");
+        let gap_day = nightly.next_after(at("2027-03-27T12:00:00Z"));
+        assert!(
+            gap_day
+                .is_some_and(|t| t >= at("2027-03-28T01:00:00Z") && t < at("2027-03-28T02:00:00Z")),
+            "{gap_day:?}"
+        );
+        assert_eq!(
+            gap_day.and_then(|t| nightly.next_after(t)),
+            Some(at("2027-03-29T00:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn without_a_system_time_zone_database_the_built_in_copy_answers() {
+        let none = TimeZoneDatabase::none();
+        assert!(none.get("Europe/Berlin").is_err());
+        let berlin = time_zone_named("Europe/Berlin", &none).expect("built in");
+        let june: Timestamp = at("2027-06-07T04:00:00Z");
+        assert_eq!(june.to_zoned(berlin).offset(), jiff::tz::offset(2), "CEST");
+        assert!(time_zone_named("Mars/Olympus", &none).is_err());
+    }
+
+    #[test]
     fn seconds_years_and_bad_names_are_refused() {
         assert!(
             Schedule::parse("0 0 6 * * 1", "UTC")
@@ -401,9 +444,7 @@ mod tests {
     #[test]
     fn jitter_never_reaches_the_next_slot() {
         let every_minute = Schedule::parse("* * * * *", "UTC").expect("valid");
-        let slot = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
-            .expect("time")
-            .with_timezone(&Utc);
+        let slot = at("2026-12-01T10:00:00Z");
         assert_eq!(
             every_minute.jitter_bound(slot, Duration::from_secs(600)),
             Duration::from_secs(30)
