@@ -516,10 +516,15 @@ mod tests {
 
     #[test]
     fn the_word_at_a_time_runs_agree_with_the_byte_loops() {
+        // Runs of every length across the 16- and 8-byte steps.
         let mut bytes: Vec<u8> = (0u8..=255).collect();
         bytes.extend_from_slice(b"        \n   \t x");
+        bytes.extend_from_slice(&[b' '; 37]);
+        bytes.extend_from_slice(b"\r\n\t");
+        bytes.extend_from_slice(&[b' '; 21]);
+        bytes.extend_from_slice(b"\"13.66.143.220/30\",\n          \"2603:1000:4::/48\"\xC3\xA9");
         for start in 0..bytes.len() {
-            for end in start..bytes.len().min(start + 40) {
+            for end in start..bytes.len().min(start + 80) {
                 let s = &bytes[..end];
                 let plain = (start..s.len())
                     .find(|&i| !PLAIN[usize::from(s[i])])
