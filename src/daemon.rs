@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use jiff::tz::{TimeZone, TimeZoneDatabase};
+use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -52,7 +52,10 @@ impl Schedule {
             .build()
             .parse(expr)
             .map_err(|e| format!("schedule `{expr}` is not a valid cron expression: {e}"))?;
-        let tz = time_zone_named(time_zone, jiff::tz::db())
+        // jiff's database: the system's (`TZDIR`, `/usr/share/zoneinfo`),
+        // updated with the OS as the one Kubernetes itself uses, or where
+        // there is none (an image without tzdata) the copy built in.
+        let tz = TimeZone::get(time_zone)
             .map_err(|_| format!("time zone `{time_zone}` is not an IANA time zone name (e.g. \"Europe/Berlin\", \"UTC\")"))?;
         Ok(Self {
             cron,
@@ -89,16 +92,6 @@ impl Schedule {
             })
             .unwrap_or(Duration::from_secs(7 * 86400))
     }
-}
-
-/// An IANA time zone from `system`, the operating system's tz database
-/// (updated with the OS, as the one Kubernetes itself uses), or, where that
-/// has no such zone or there is none (an image without tzdata), from the
-/// copy built into tagsync.
-fn time_zone_named(name: &str, system: &TimeZoneDatabase) -> Result<TimeZone, jiff::Error> {
-    system
-        .get(name)
-        .or_else(|_| TimeZoneDatabase::bundled().get(name))
 }
 
 #[derive(Debug, Clone)]
@@ -408,13 +401,18 @@ mod tests {
     }
 
     #[test]
-    fn without_a_system_time_zone_database_the_built_in_copy_answers() {
-        let none = TimeZoneDatabase::none();
-        assert!(none.get("Europe/Berlin").is_err());
-        let berlin = time_zone_named("Europe/Berlin", &none).expect("built in");
-        let june: Timestamp = at("2027-06-07T04:00:00Z");
-        assert_eq!(june.to_zoned(berlin).offset(), jiff::tz::offset(2), "CEST");
-        assert!(time_zone_named("Mars/Olympus", &none).is_err());
+    fn the_built_in_time_zone_database_is_there_for_images_without_tzdata() {
+        // jiff falls back to it when the system has no database; with the
+        // `tzdb-bundle-always` feature off it would be empty.
+        let bundled = jiff::tz::TimeZoneDatabase::bundled();
+        assert!(!bundled.is_definitively_empty());
+        let berlin = bundled.get("Europe/Berlin").expect("built in");
+        assert_eq!(
+            at("2027-06-07T04:00:00Z").to_zoned(berlin).offset(),
+            jiff::tz::offset(2),
+            "CEST"
+        );
+        assert!(bundled.get("Mars/Olympus").is_err());
     }
 
     #[test]

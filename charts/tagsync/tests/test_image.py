@@ -144,10 +144,17 @@ def fetch(url):
 
 def test_the_daemon_pod_serves_metrics_and_stops_on_sigterm():
     port = free_port()
+    # A zone other than UTC, resolved from the image's tzdata (or, in an
+    # image without it, from the copy built into tagsync); the line printed
+    # says which.
     work, flags, args = setup("daemon", ["--set", f"daemon.port={port}", "--set", "daemon.runAtStart=true",
-                                         "--set", "daemon.jitter=0s"])
+                                         "--set", "daemon.jitter=0s", "--set", "timeZone=Europe/Berlin"])
     name = f"tagsync-daemon-{port}"
     try:
+        assert "Europe/Berlin" in args, args
+        tzdata = podman("run", "--rm", "--entrypoint", "/bin/sh", *flags, IMAGE, "-c",
+                        "test -e /usr/share/zoneinfo/Europe/Berlin && echo tzdata || echo none", check=False)
+        print(f"  time zone database in the image: {tzdata.stdout.strip()}")
         podman("run", "-d", "--name", name, *flags, IMAGE, *args)
         body = ""
         for _ in range(150):
