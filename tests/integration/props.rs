@@ -160,7 +160,8 @@ proptest! {
             Just(b'\\'), Just(0x01u8), Just(0xFFu8), Just(0xC3u8), Just(b'x'), Just(b'0'), Just(b'-'),
             Just(b' '), Just(b'e'), Just(b'.'),
         ],
-        window in 1usize..80,
+        // Windows that cut every token, and windows of many tokens.
+        window in prop_oneof![1usize..80, 64usize..2000],
         selected in 0usize..6,
     ) {
         let good = small_feed();
