@@ -429,9 +429,11 @@ impl History {
     /// Deletes runs that started before `now - retention` (except those
     /// that hold the latest snapshot of a tag) with their snapshots and
     /// their targets' applies (except each target's latest apply), then the
-    /// prefix sets that only the deleted rows used. Every statement reaches
-    /// only the rows it deletes, through an index: the cost grows with what
-    /// is deleted, not with the size of the history.
+    /// prefix sets that only the deleted rows used. The cost grows with
+    /// what is deleted, not with the size of the history: the statements
+    /// reach the rows they delete through an index, and the one path that
+    /// visits all of `applies` runs only when at least half of it goes
+    /// (see [`History::prune_applies`]).
     pub async fn prune(&self, retention: Duration) -> Result<u64, HistoryError> {
         let cutoff = format_time(OffsetDateTime::now_utc() - retention);
         let ids_json = |ids: &[i64]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
