@@ -433,7 +433,7 @@ impl History {
     /// what is deleted, not with the size of the history: the statements
     /// reach the rows they delete through an index, and the one path that
     /// visits all of `applies` runs only when at least half of it goes
-    /// (see [`History::prune_applies`]).
+    /// (see `prune_applies`).
     pub async fn prune(&self, retention: Duration) -> Result<u64, HistoryError> {
         let cutoff = format_time(OffsetDateTime::now_utc() - retention);
         let ids_json = |ids: &[i64]| serde_json::to_string(ids).unwrap_or_else(|_| "[]".into());
