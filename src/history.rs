@@ -507,8 +507,8 @@ impl History {
 
     /// Deletes the applies of the pruned runs (`runs_json`) and the run-less
     /// ones older than `cutoff`, except each target's latest, and returns
-    /// the prefix sets whose reference counts changed, with their new
-    /// counts (a set at 0 is no longer referred to by any apply).
+    /// the prefix sets whose reference counts it set, with their new counts
+    /// (a set at 0 is no longer referred to by any apply).
     ///
     /// When at least half of the table goes, the entries kept are copied
     /// aside and the table is emptied with an unqualified `DELETE`, which
@@ -524,13 +524,17 @@ impl History {
         runs_json: &str,
         cutoff: &str,
     ) -> Result<Vec<(i64, i64)>, HistoryError> {
-        // What retention takes, before keeping each target's latest. The
-        // two halves each use the index on `run_id`.
-        let (candidates, total): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM applies WHERE run_id IN (SELECT value FROM json_each(?1)))
-                  + (SELECT COUNT(*) FROM applies WHERE run_id IS NULL AND started_at < ?2),
-                    (SELECT COUNT(*) FROM applies)",
-        )
+        // What retention takes, before keeping each target's latest: the
+        // entries of the pruned runs, and the run-less ones older than the
+        // cutoff. Each half alone can use the index on `run_id`.
+        const OF_PRUNED_RUNS: &str = "run_id IN (SELECT value FROM json_each(?1))";
+        const RUNLESS_OLD: &str = "run_id IS NULL AND started_at < ?2";
+        const LATEST: &str = "SELECT MAX(id) FROM applies GROUP BY target";
+        let (candidates, total): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT (SELECT COUNT(*) FROM applies WHERE {OF_PRUNED_RUNS})
+                  + (SELECT COUNT(*) FROM applies WHERE {RUNLESS_OLD}),
+                    (SELECT COUNT(*) FROM applies)"
+        ))
         .bind(runs_json)
         .bind(cutoff)
         .fetch_one(&mut **tx)
@@ -540,9 +544,11 @@ impl History {
             return Ok(Vec::new());
         }
         if candidates * 2 < total {
-            let doomed = "(SELECT id FROM applies WHERE run_id IN (SELECT value FROM json_each(?1))
-                           UNION ALL SELECT id FROM applies WHERE run_id IS NULL AND started_at < ?2
-                           EXCEPT SELECT MAX(id) FROM applies GROUP BY target)";
+            let doomed = format!(
+                "(SELECT id FROM applies WHERE {OF_PRUNED_RUNS}
+                  UNION ALL SELECT id FROM applies WHERE {RUNLESS_OLD}
+                  EXCEPT {LATEST})"
+            );
             // The sets lose one reference per column that named them.
             let released: Vec<(i64, i64)> = sqlx::query_as(&format!(
                 "UPDATE prefix_sets SET apply_refs = apply_refs - d.n
@@ -568,12 +574,12 @@ impl History {
         }
         // Temporary tables belong to this connection and, created inside
         // the transaction, vanish with it if it rolls back.
-        sqlx::query(
+        // (`IN` is NULL for a run-less entry: COALESCE makes it false.)
+        sqlx::query(&format!(
             "CREATE TEMP TABLE pruned_applies_kept AS SELECT * FROM applies
-             WHERE NOT CASE WHEN run_id IS NULL THEN started_at < ?2
-                            ELSE run_id IN (SELECT value FROM json_each(?1)) END
-                OR id IN (SELECT MAX(id) FROM applies GROUP BY target)",
-        )
+             WHERE NOT (COALESCE({OF_PRUNED_RUNS}, 0) OR ({RUNLESS_OLD}))
+                OR id IN ({LATEST})"
+        ))
         .bind(runs_json)
         .bind(cutoff)
         .execute(&mut **tx)
