@@ -5,10 +5,12 @@
 //! machine over RFC 8259's grammar (structure, strings with their escapes,
 //! numbers, literals, UTF-8) that can stop at the end of any window and
 //! resume in the next. It is written for the feed's shape, where nearly all
-//! bytes are short ASCII strings and indentation: plain string bytes cost
-//! one table lookup each, whitespace runs one loop, UTF-8 is checked
-//! sequence by sequence where a string leaves ASCII; numbers and literals, rare and short, are collected and checked
-//! when they end.
+//! bytes are short ASCII strings and indentation: plain string bytes and
+//! runs of spaces are checked eight at a time, the items of a list of
+//! strings are taken in one loop that expects each line indented as the
+//! one before (and checks that it is), UTF-8 is checked sequence by
+//! sequence where a string leaves ASCII; numbers and literals, rare and
+//! short, are collected and checked when they end.
 
 use super::FeedError;
 
@@ -53,6 +55,9 @@ pub struct Validator {
     /// the sequence's length.
     utf8_carry: Vec<u8>,
     utf8_need: usize,
+    /// The indentation of the last list item that began a line, which
+    /// the next is likely to repeat (0: none seen).
+    indent: usize,
 }
 
 /// Bytes that can stand for themselves in a string and need no check:
@@ -82,6 +87,7 @@ impl Validator {
             scalar: Vec::new(),
             utf8_carry: Vec::new(),
             utf8_need: 0,
+            indent: 0,
         }
     }
 
@@ -94,6 +100,7 @@ impl Validator {
             scalar: Vec::new(),
             utf8_carry: Vec::new(),
             utf8_need: 0,
+            indent: 0,
         }
     }
 
@@ -114,44 +121,61 @@ impl Validator {
         if !self.utf8_carry.is_empty() {
             i = self.finish_utf8(input)?;
         }
+        // The state lives in a register while the loop runs: written back
+        // only when the piece ends or the container closes.
+        let mut st = *state;
         while i < n {
-            match *state {
+            match st {
                 State::Str { key } => {
                     // Plain string bytes (printable ASCII but `"` and `\`)
-                    // are the bulk of the feed: one table lookup each.
-                    i = plain_run(input, i);
-                    if i == n {
+                    // are the bulk of the feed. The items of a list of
+                    // strings (the feed's prefix lists) are taken in this
+                    // loop, one `"...",` + indentation + `"` a turn,
+                    // without going back through the state dispatch;
+                    // anything else leaves it.
+                    let list = !key && self.stack.last() == Some(&Container::Array);
+                    loop {
+                        i = plain_run(input, i);
+                        if i == n {
+                            *state = st;
+                            return Ok(None);
+                        }
+                        match input[i] {
+                            b'"' if list => {
+                                let mut j = i + 1;
+                                if j < n && input[j] == b',' {
+                                    j += 1;
+                                    if let Some(quote) = same_indent(input, j, self.indent) {
+                                        i = quote + 1;
+                                        continue;
+                                    }
+                                    let line = j;
+                                    j = whitespace_run(input, j);
+                                    if j < n && input[j] == b'"' {
+                                        if input[line] == b'\n' {
+                                            self.indent = j - line - 1;
+                                        }
+                                        i = j + 1;
+                                        continue;
+                                    }
+                                }
+                                st = State::AfterValue;
+                            }
+                            b'"' => st = if key { State::Colon } else { State::AfterValue },
+                            b'\\' => st = State::Escape { key },
+                            b if b < 0x20 => return Err(bad("a string holds a control character")),
+                            _ => {
+                                i = self.utf8_sequence(input, i)?;
+                                continue;
+                            }
+                        }
+                        i += 1;
                         break;
                     }
-                    match input[i] {
-                        b'"' if !key && self.stack.last() == Some(&Container::Array) => {
-                            // The feed's prefix lists: `"...",` then
-                            // indentation then the next string. Taken in
-                            // one step; anything else goes the long way.
-                            let mut j = i + 1;
-                            if j < n && input[j] == b',' {
-                                j += 1;
-                                j = whitespace_run(input, j);
-                                if j < n && input[j] == b'"' {
-                                    i = j + 1;
-                                    continue;
-                                }
-                            }
-                            *state = State::AfterValue;
-                        }
-                        b'"' => *state = if key { State::Colon } else { State::AfterValue },
-                        b'\\' => *state = State::Escape { key },
-                        b if b < 0x20 => return Err(bad("a string holds a control character")),
-                        _ => {
-                            i = self.utf8_sequence(input, i)?;
-                            continue;
-                        }
-                    }
-                    i += 1;
                     continue;
                 }
                 State::Escape { key } => {
-                    *state = match input[i] {
+                    st = match input[i] {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => {
                             State::Str { key }
                         }
@@ -170,7 +194,7 @@ impl Validator {
                     if !input[i].is_ascii_hexdigit() {
                         return Err(bad("a `\\u` escape is not four hex digits"));
                     }
-                    *state = if left == 1 {
+                    st = if left == 1 {
                         State::Str { key }
                     } else {
                         State::Unicode {
@@ -193,7 +217,7 @@ impl Validator {
                     }
                     check_scalar(&self.scalar)?;
                     self.scalar.clear();
-                    *state = State::AfterValue;
+                    st = State::AfterValue;
                     continue;
                 }
                 _ => {}
@@ -205,42 +229,45 @@ impl Validator {
                 continue;
             }
             i += 1;
-            match (*state, b) {
+            match (st, b) {
                 (State::Value | State::ValueOrEnd, b'{') => {
                     self.push(Container::Object)?;
-                    *state = State::KeyOrEnd;
+                    st = State::KeyOrEnd;
                 }
                 (State::Value | State::ValueOrEnd, b'[') => {
                     self.push(Container::Array)?;
-                    *state = State::ValueOrEnd;
+                    st = State::ValueOrEnd;
                 }
-                (State::Value | State::ValueOrEnd, b'"') => *state = State::Str { key: false },
+                (State::Value | State::ValueOrEnd, b'"') => st = State::Str { key: false },
                 (State::Value | State::ValueOrEnd, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => {
                     self.scalar.clear();
                     self.scalar.push(b);
-                    *state = State::Scalar;
+                    st = State::Scalar;
                 }
                 (State::ValueOrEnd, b']') | (State::KeyOrEnd, b'}') => {
-                    *state = State::AfterValue;
+                    st = State::AfterValue;
                     if self.pop() {
+                        *state = st;
                         return Ok(Some(i));
                     }
                 }
-                (State::KeyOrEnd | State::Key, b'"') => *state = State::Str { key: true },
-                (State::Colon, b':') => *state = State::Value,
+                (State::KeyOrEnd | State::Key, b'"') => st = State::Str { key: true },
+                (State::Colon, b':') => st = State::Value,
                 (State::AfterValue, b',') => {
-                    *state = match self.stack.last() {
+                    st = match self.stack.last() {
                         Some(Container::Object) => State::Key,
                         _ => State::Value,
                     };
                 }
                 (State::AfterValue, b'}') if self.stack.last() == Some(&Container::Object) => {
                     if self.pop() {
+                        *state = st;
                         return Ok(Some(i));
                     }
                 }
                 (State::AfterValue, b']') if self.stack.last() == Some(&Container::Array) => {
                     if self.pop() {
+                        *state = st;
                         return Ok(Some(i));
                     }
                 }
@@ -260,6 +287,7 @@ impl Validator {
                 }
             }
         }
+        *state = st;
         Ok(None)
     }
 
@@ -349,6 +377,24 @@ fn plain_run(input: &[u8], mut i: usize) -> usize {
     i
 }
 
+const SPACES: u64 = ONES * b' ' as u64;
+
+/// Whether `input[j..]` is a newline, `indent` spaces and a `"` (a list
+/// item on the next line, indented as the one before); the index of the
+/// quote. Indentations of 8 to 16 spaces are checked with two words.
+fn same_indent(input: &[u8], j: usize, indent: usize) -> Option<usize> {
+    let quote = j + 1 + indent;
+    if !(8..=16).contains(&indent) || input.get(quote) != Some(&b'"') || input[j] != b'\n' {
+        return None;
+    }
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&input[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    (word(j + 1) == SPACES && word(quote - 8) == SPACES).then_some(quote)
+}
+
 /// The index of the first byte at or after `i` that is not JSON
 /// whitespace; runs of spaces (the feed's indentation) eight at a time.
 fn whitespace_run(input: &[u8], mut i: usize) -> usize {
@@ -433,6 +479,7 @@ pub fn check_string(raw: &[u8]) -> Result<(), FeedError> {
         scalar: Vec::new(),
         utf8_carry: Vec::new(),
         utf8_need: 0,
+        indent: 0,
     };
     let mut with_quote = Vec::with_capacity(raw.len() + 2);
     with_quote.extend_from_slice(raw);
@@ -501,6 +548,56 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The indentation predicted from the item before is checked in full:
+    /// lists whose items change indentation, or hold something else where
+    /// the spaces should be, are judged as serde_json judges them, at
+    /// every cut.
+    #[test]
+    fn a_predicted_indentation_is_checked_not_assumed() {
+        let item = |indent: &str| format!(",\n{indent}\"10.0.0.0/8\"");
+        let spaces = |n: usize| " ".repeat(n);
+        let mut cases = Vec::new();
+        for first in [4, 8, 10, 16] {
+            for (label, next) in [
+                ("same", spaces(first)),
+                ("one less", spaces(first - 1)),
+                ("one more", spaces(first + 1)),
+                ("tab", format!("{}\t", spaces(first - 1))),
+                ("cr", format!("\r{}", spaces(first - 1))),
+                (
+                    "x in the middle",
+                    format!("{}x{}", spaces(first / 2), spaces(first - first / 2 - 1)),
+                ),
+                ("x at the end", format!("{}x", spaces(first - 1))),
+                ("nul", format!("{}\u{0}{}", spaces(1), spaces(first - 2))),
+            ] {
+                let doc = format!(
+                    "[\n{}\"1.0.0.0/8\"{}{}{}\n]",
+                    spaces(first),
+                    item(&spaces(first)),
+                    item(&spaces(first)),
+                    item(&next)
+                );
+                cases.push((format!("{first} then {label}"), doc));
+            }
+        }
+        for (label, doc) in &cases {
+            let serde = serde_json::from_str::<serde::de::IgnoredAny>(doc).is_ok();
+            for step in [1, 2, 3, 7, 8, 9, 15, 16, 17, 1000] {
+                assert_eq!(
+                    valid_in_pieces(doc.as_bytes(), step).is_ok(),
+                    serde,
+                    "{label} in pieces of {step}: {doc:?}"
+                );
+            }
+        }
+        assert!(
+            cases
+                .iter()
+                .any(|(_, d)| serde_json::from_str::<serde::de::IgnoredAny>(d).is_err())
+        );
     }
 
     #[test]

@@ -127,12 +127,14 @@ proptest! {
 }
 
 /// A small feed in the real one's shape: pretty-printed, `name` first in
-/// every tag (the scanner's fast path), several tags.
+/// every tag (the scanner's fast path), several tags, prefix lists long
+/// enough that the validator predicts an item's indentation from the one
+/// before.
 fn small_feed() -> String {
     let tags: Vec<String> = (0..6)
         .map(|i| {
             format!(
-                "    {{\n      \"name\": \"Tag{i}\",\n      \"id\": \"Tag{i}\",\n      \"properties\": {{\n        \"changeNumber\": {i},\n        \"region\": \"westeurope\",\n        \"regionId\": 18,\n        \"addressPrefixes\": [\n          \"20.0.{i}.0/24\",\n          \"2603:1000::/48\"\n        ],\n        \"networkFeatures\": [\"API\", \"NSG\"],\n        \"note\": null, \"ok\": true, \"weight\": -1.5e3\n      }}\n    }}"
+                "    {{\n      \"name\": \"Tag{i}\",\n      \"id\": \"Tag{i}\",\n      \"properties\": {{\n        \"changeNumber\": {i},\n        \"region\": \"westeurope\",\n        \"regionId\": 18,\n        \"addressPrefixes\": [\n          \"20.0.{i}.0/24\",\n          \"20.1.{i}.0/24\",\n          \"20.2.{i}.128/25\",\n          \"2603:1000::/48\"\n        ],\n        \"networkFeatures\": [\"API\", \"NSG\"],\n        \"note\": null, \"ok\": true, \"weight\": -1.5e3\n      }}\n    }}"
             )
         })
         .collect();
