@@ -7,8 +7,9 @@
 //! resume in the next. It is written for the feed's shape, where nearly all
 //! bytes are short ASCII strings and indentation: plain string bytes and
 //! runs of spaces are checked eight at a time, the items of a list of
-//! strings are taken in one loop that expects each line indented as the
-//! one before (and checks that it is), UTF-8 is checked sequence by
+//! strings and the members of an object with string values are taken in
+//! one loop that expects each line indented as the one before (and checks
+//! that it is), UTF-8 is checked sequence by
 //! sequence where a string leaves ASCII; numbers and literals, rare and
 //! short, are collected and checked when they end.
 
