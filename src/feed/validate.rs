@@ -9,9 +9,9 @@
 //! runs of spaces are checked eight at a time, the items of a list of
 //! strings and the members of an object with string values are taken in
 //! one loop that expects each line indented as the one before (and checks
-//! that it is), UTF-8 is checked sequence by
-//! sequence where a string leaves ASCII; numbers and literals, rare and
-//! short, are collected and checked when they end.
+//! that it is), UTF-8 is checked sequence by sequence where a string
+//! leaves ASCII; numbers and literals, rare and short, are collected and
+//! checked when they end.
 
 use super::FeedError;
 
