@@ -56,9 +56,9 @@ pub struct Validator {
     /// the sequence's length.
     utf8_carry: Vec<u8>,
     utf8_need: usize,
-    /// The indentation of the last list item and of the last object
-    /// member that began a line, which the next is likely to repeat (0:
-    /// none seen).
+    /// The indentation of the last list item (`[0]`) and of the last
+    /// object member (`[1]`) that began a line, which the next is likely
+    /// to repeat (0: none seen).
     indent: [usize; 2],
 }
 
@@ -83,22 +83,20 @@ impl Validator {
         } else {
             (Container::Array, State::ValueOrEnd)
         };
-        Self {
-            stack: vec![kind],
-            state,
-            scalar: Vec::new(),
-            utf8_carry: Vec::new(),
-            utf8_need: 0,
-            indent: [0; 2],
-        }
+        Self::within(kind, state)
     }
 
     /// A validator for the rest of an object of which one or more members
     /// were already read: a `,` and more members, or `}`, are due.
     pub fn after_member() -> Self {
+        Self::within(Container::Object, State::AfterValue)
+    }
+
+    /// A validator in `state` inside one container of `kind`.
+    fn within(kind: Container, state: State) -> Self {
         Self {
-            stack: vec![Container::Object],
-            state: State::AfterValue,
+            stack: vec![kind],
+            state,
             scalar: Vec::new(),
             utf8_carry: Vec::new(),
             utf8_need: 0,
@@ -123,8 +121,9 @@ impl Validator {
         if !self.utf8_carry.is_empty() {
             i = self.finish_utf8(input)?;
         }
-        // The state lives in a register while the loop runs: written back
-        // only when the piece ends or the container closes.
+        // The state is a local while the loop runs (the compiler kept
+        // `*state` on the stack), written back only when the piece ends or
+        // the container closes.
         let mut st = *state;
         while i < n {
             match st {
@@ -500,14 +499,7 @@ pub fn check_string(raw: &[u8]) -> Result<(), FeedError> {
     if plain_run(raw, 0) == raw.len() {
         return Ok(());
     }
-    let mut v = Validator {
-        stack: vec![Container::Array],
-        state: State::Str { key: false },
-        scalar: Vec::new(),
-        utf8_carry: Vec::new(),
-        utf8_need: 0,
-        indent: [0; 2],
-    };
+    let mut v = Validator::within(Container::Array, State::Str { key: false });
     let mut with_quote = Vec::with_capacity(raw.len() + 2);
     with_quote.extend_from_slice(raw);
     with_quote.extend_from_slice(b"\"]");
