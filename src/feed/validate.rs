@@ -373,11 +373,7 @@ const HIGHS: u64 = 0x8080_8080_8080_8080;
 /// has its high bit set, is below 0x20, or equals `"` or `\\`; the lowest
 /// flagged byte is exact (the subtraction's borrows only run upwards).
 fn plain_run(input: &[u8], mut i: usize) -> usize {
-    let n = input.len();
-    while i + 8 <= n {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&input[i..i + 8]);
-        let x = u64::from_le_bytes(word);
+    while let Some(x) = word_at(input, i) {
         let below_space = x.wrapping_sub(ONES * 0x20) & !x;
         let q = x ^ (ONES * u64::from(b'"'));
         let quote = q.wrapping_sub(ONES) & !q;
@@ -389,10 +385,20 @@ fn plain_run(input: &[u8], mut i: usize) -> usize {
         }
         i += 8;
     }
-    while i < n && PLAIN[usize::from(input[i])] {
+    while input.get(i).is_some_and(|&b| PLAIN[usize::from(b)]) {
         i += 1;
     }
     i
+}
+
+/// The eight bytes at `input[at..]` as a little-endian word, when there
+/// are eight (`at` is an index into `input` or just past it, so `at + 8`
+/// cannot overflow).
+fn word_at(input: &[u8], at: usize) -> Option<u64> {
+    let bytes = input.get(at..at + 8)?;
+    let mut word = [0u8; 8];
+    word.copy_from_slice(bytes);
+    Some(u64::from_le_bytes(word))
 }
 
 const SPACES: u64 = ONES * b' ' as u64;
@@ -406,17 +412,12 @@ fn same_indent(input: &[u8], j: usize, indent: usize) -> Option<usize> {
     if !(1..=16).contains(&indent) || input.get(quote) != Some(&b'"') || input[j] != b'\n' {
         return None;
     }
-    let word = |at: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(input.get(at..at + 8)?);
-        Some(u64::from_le_bytes(w))
-    };
     let spaces = if indent >= 8 {
-        word(j + 1)? == SPACES && word(quote - 8)? == SPACES
+        word_at(input, j + 1)? == SPACES && word_at(input, quote - 8)? == SPACES
     } else {
         // The first `indent` bytes of the word (little-endian: the low ones).
         let mask = (1u64 << (8 * indent)) - 1;
-        (word(j + 1)? ^ SPACES) & mask == 0
+        (word_at(input, j + 1)? ^ SPACES) & mask == 0
     };
     spaces.then_some(quote)
 }
@@ -424,12 +425,9 @@ fn same_indent(input: &[u8], j: usize, indent: usize) -> Option<usize> {
 /// The index of the first byte at or after `i` that is not JSON
 /// whitespace; runs of spaces (the feed's indentation) eight at a time.
 fn whitespace_run(input: &[u8], mut i: usize) -> usize {
-    let n = input.len();
     loop {
-        while i + 8 <= n {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(&input[i..i + 8]);
-            let not_space = u64::from_le_bytes(word) ^ (ONES * u64::from(b' '));
+        while let Some(word) = word_at(input, i) {
+            let not_space = word ^ SPACES;
             if not_space != 0 {
                 i += (not_space.trailing_zeros() / 8) as usize;
                 break;
